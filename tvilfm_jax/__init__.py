@@ -1,0 +1,10 @@
+"""tvilfm-jax: a JAX/Flax reimplementation of TVI-LFM (NeurIPS 2024).
+
+Subpackages:
+  data        tokenizer, on-disk layouts, test protocols, transforms, sampler, input pipeline
+  models      dual-stem ResNet, GeM, CLIP text tower, BN-neck, fusion, the assembled model
+  conversion  PyTorch checkpoints -> Flax variables
+  eval        retrieval metrics and feature extraction
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,95 @@
+"""What a layout reader returns: validated, ordered records of one dataset (or RegDB split)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+
+from tvilfm_jax.data.protocols import GallerySet, ImageRef
+
+__all__ = ["DATASET_NAMES", "DatasetIndex", "GallerySet", "ImageRef", "QueryRecord", "TrainRecord"]
+
+DATASET_NAMES = {"sysu": "SYSU-MM01", "regdb": "RegDB", "llcm": "LLCM"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainRecord:
+    """One training image.
+
+    Attributes:
+      path: relative to the dataset root, '/'-separated.
+      pid: identity id as on disk (folder id).
+      label: class index 0..C-1 shared by both modalities.
+      cam: camera id (SYSU/LLCM test folders, LLCM "_c<NN>_" file names; RegDB: 2 visible,
+        1 thermal; 0 where the layout carries none).
+      caption: BLIP caption of this image (None when read without text).
+      llm_caption: the LLM rephrase of `caption` (None when read without text).
+    """
+
+    path: str
+    pid: int
+    label: int
+    cam: int
+    caption: str | None = None
+    llm_caption: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class QueryRecord:
+    """One IR test query; `ir_caption` is its own BLIP caption, the Fusion "filter" text."""
+
+    path: str
+    pid: int
+    cam: int
+    ir_caption: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DatasetIndex:
+    """Everything a builder needs to write one dataset, validated and in the original's order.
+
+    Attributes:
+      layout: "sysu", "regdb" or "llcm".
+      root: the dataset root.
+      trial: the RegDB split (1..10); None for SYSU-MM01 and LLCM.
+      captioner: the Text/<captioner>_{RGB,IR} set read, or None when read without text.
+      num_classes: C, the number of training identities.
+      train_rgb, train_ir: training records; SYSU in the pre-processing order (sorted ids ->
+        cameras -> sorted files), RegDB/LLCM in split-file order.
+      query: IR test queries in protocol order.
+      galleries: gallery mode -> trial galleries stored once ("all", plus "indoor" for SYSU).
+        RegDB has one fixed gallery, stored as trial `trial`.
+      id_caption_map: str(pid) -> unique RGB captions of that identity (the test-time query
+        text pool), or None without text.
+      skipped: images left out because they could not be read (strict=False only).
+    """
+
+    layout: str
+    root: Path
+    trial: int | None
+    captioner: str | None
+    num_classes: int
+    train_rgb: tuple[TrainRecord, ...]
+    train_ir: tuple[TrainRecord, ...]
+    query: tuple[QueryRecord, ...]
+    galleries: Mapping[str, GallerySet]
+    id_caption_map: Mapping[str, tuple[str, ...]] | None
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return DATASET_NAMES[self.layout]
+
+    def counts(self) -> dict[str, int]:
+        """Sizes for reports: images per split, ids, and gallery images per mode."""
+        counts = {
+            "train_rgb": len(self.train_rgb),
+            "train_ir": len(self.train_ir),
+            "train_ids": self.num_classes,
+            "query": len(self.query),
+            "query_ids": len({q.pid for q in self.query}),
+        }
+        for mode, galleries in self.galleries.items():
+            counts[f"gallery_{mode}_union"] = len(galleries.records)
+        return counts

@@ -1,0 +1,1 @@
+"""Evaluation: retrieval metrics (`metrics`), per-query reference (`reference_metrics`)."""

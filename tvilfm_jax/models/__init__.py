@@ -1,0 +1,1 @@
+"""Flax modules: dual-stem ResNet, GeM, CLIP text tower, BN-neck, fusion, assembled TVI-LFM."""
