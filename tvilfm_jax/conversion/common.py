@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import zipfile
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -30,13 +31,12 @@ def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except RuntimeError as err:
-        # TorchScript archives are zip files that torch.load refuses; try them as such.
-        try:
+        if _is_torchscript(path):
             obj = torch.jit.load(path, map_location="cpu").state_dict()
-        except Exception:  # noqa: BLE001 - report the original, more telling error
-            raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises several types for a bad file
+        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
     if isinstance(obj, Mapping):
         for wrapper in ("model_state_dict", "state_dict", "model"):
             if wrapper in obj and isinstance(obj[wrapper], Mapping):
@@ -53,6 +53,14 @@ def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
             value = value.float()
         out[str(key)] = value.numpy()
     return out
+
+
+def _is_torchscript(path: str) -> bool:
+    """TorchScript archives (e.g. OpenAI's RN50.pt) are zips holding a constants.pkl."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(name.endswith("/constants.pkl") for name in zf.namelist())
 
 
 class StateDict:
