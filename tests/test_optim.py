@@ -1,0 +1,220 @@
+"""Optimizer groups (SPEC §4.5), frozen parts and the per-epoch schedule (SPEC §4.6).
+
+The group test maps every Flax parameter back to the original's state_dict name (by pushing a
+state_dict of unique constants through the official converter) and applies the original's
+name rules, written here from SPEC, to that name.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from flax import traverse_util
+
+from tvilfm_jax import optim
+from tvilfm_jax.conversion.official import convert_official
+from tvilfm_jax.models.text import TextConfig
+from tvilfm_jax.models.tvilfm import ModelConfig, init_variables
+
+CONFIG = ModelConfig(num_classes=5, resnet_blocks=(1, 2, 1, 1), resnet_width=4, backup=True,
+                     text=TextConfig(vocab_size=60, context_length=8, width=16, layers=2, heads=2, embed_dim=128))
+
+
+def optim_config(**overrides):
+    cfg = ml_collections.ConfigDict(dict(
+        lr_visual=3.5e-4, lr_txt=1e-5, text_bias_lr_factor=2.0, visual_bias_lr_factor=1.0,
+        classifier_lr_factor=2.0, visual_weight_decay=5e-4, visual_weight_decay_bias=5e-4,
+        text_weight_decay_bias=0.0, warmup_epochs=10, warmup_factor=0.01, milestones=(40, 60, 100),
+        gamma=0.1, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8))
+    cfg.update(overrides)
+    return cfg
+
+
+def official_shapes(c: ModelConfig) -> dict[str, tuple]:
+    """Every key of an official TVI-LFM state_dict for config `c`, with its shape (SPEC §1.9)."""
+    shapes = {}
+
+    def bn(key, n):
+        for leaf in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"{key}.{leaf}"] = (n,)
+
+    w = c.resnet_width
+    for stem in ("rgb_model", "ir_model"):
+        shapes[f"base_model.visual.{stem}.resnet_conv.0.weight"] = (w, 3, 7, 7)
+        bn(f"base_model.visual.{stem}.resnet_conv.1", w)
+    in_ch = w
+    for layer, blocks in enumerate(c.resnet_blocks):
+        mid = w * 2 ** layer
+        for b in range(blocks):
+            key = f"base_model.visual.shared_model.resnet_conv.{layer}.{b}"
+            shapes[f"{key}.conv1.weight"] = (mid, in_ch, 1, 1)
+            shapes[f"{key}.conv2.weight"] = (mid, mid, 3, 3)
+            shapes[f"{key}.conv3.weight"] = (4 * mid, mid, 1, 1)
+            for i, n in ((1, mid), (2, mid), (3, 4 * mid)):
+                bn(f"{key}.bn{i}", n)
+            if b == 0:
+                shapes[f"{key}.downsample.0.weight"] = (4 * mid, in_ch, 1, 1)
+                bn(f"{key}.downsample.1", 4 * mid)
+            in_ch = 4 * mid
+    shapes["base_model.visual.GEM.p"] = (1,)
+    t = c.text
+    shapes["base_model.token_embedding.weight"] = (t.vocab_size, t.width)
+    shapes["base_model.positional_embedding"] = (t.context_length, t.width)
+    for i in range(t.layers):
+        key = f"base_model.transformer.resblocks.{i}"
+        shapes[f"{key}.attn.in_proj_weight"] = (3 * t.width, t.width)
+        shapes[f"{key}.attn.in_proj_bias"] = (3 * t.width,)
+        shapes[f"{key}.attn.out_proj.weight"] = (t.width, t.width)
+        shapes[f"{key}.attn.out_proj.bias"] = (t.width,)
+        shapes[f"{key}.mlp.c_fc.weight"] = (4 * t.width, t.width)
+        shapes[f"{key}.mlp.c_fc.bias"] = (4 * t.width,)
+        shapes[f"{key}.mlp.c_proj.weight"] = (t.width, 4 * t.width)
+        shapes[f"{key}.mlp.c_proj.bias"] = (t.width,)
+        for ln in ("ln_1", "ln_2"):
+            shapes[f"{key}.{ln}.weight"] = shapes[f"{key}.{ln}.bias"] = (t.width,)
+    shapes["base_model.ln_final.weight"] = shapes["base_model.ln_final.bias"] = (t.width,)
+    shapes["base_model.text_projection"] = (t.width, t.embed_dim)
+    for neck in ("classifier", "backup_classifier"):
+        bn(f"{neck}.BN", c.embed_dim)
+        shapes[f"{neck}.classifier.weight"] = (c.num_classes, c.embed_dim)
+    shapes["backup_pool.p"] = (1,)
+    return shapes
+
+
+def original_names(c: ModelConfig) -> dict[tuple, str]:
+    """Flax param path -> the original's parameter name (each key filled with its own index)."""
+    keys = list(official_shapes(c).items())
+    tensors = {k: np.full(shape, i, np.float32) for i, (k, shape) in enumerate(keys)}
+    params = convert_official(tensors, c)["params"]
+    names = {}
+    for path, value in traverse_util.flatten_dict(params).items():
+        uniq = np.unique(np.asarray(value))
+        assert uniq.size == 1, path
+        names[path] = keys[int(uniq[0])][0]
+    return names
+
+
+def original_group(name: str, stage: str, cfg) -> tuple[float, float] | None:
+    """SPEC §4.5 rules on the original's names; None where the original gives no gradient."""
+    trained = (("visual", "classifier") if stage == "base" else ("transformer", "base_model.token",
+               "base_model.positional", "base_model.ln_final", "base_model.text_projection", "classifier"))
+    if name.startswith("backup_") or not any(t in name for t in trained):
+        return None
+    if stage == "tvilfm" and "visual" in name:
+        return None
+    if "transformer" in name:
+        if "bias" in name:
+            return cfg.lr_txt * cfg.text_bias_lr_factor, cfg.text_weight_decay_bias
+        return cfg.lr_txt, cfg.visual_weight_decay
+    if "visual" in name:
+        if "bias" in name:
+            return cfg.lr_visual * cfg.visual_bias_lr_factor, cfg.visual_weight_decay_bias
+        return cfg.lr_visual, cfg.visual_weight_decay
+    if "classifier" in name:
+        return cfg.lr_visual * cfg.classifier_lr_factor, cfg.visual_weight_decay
+    if "bias" in name:
+        return cfg.lr_visual, cfg.visual_weight_decay_bias
+    return cfg.lr_visual, cfg.visual_weight_decay
+
+
+@pytest.fixture(scope="module")
+def names():
+    return original_names(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def params():
+    return init_variables(CONFIG, jax.random.key(0))["params"]
+
+
+@pytest.mark.parametrize("stage", optim.STAGES)
+@pytest.mark.parametrize("overrides", [{}, dict(lr_visual=2e-3, lr_txt=3.5e-4, text_weight_decay_bias=5e-4)])
+def test_paper_groups_follow_the_original_name_rules(params, names, stage, overrides):
+    cfg = optim_config(**overrides)
+    hp = optim.group_hparams(cfg, "paper")
+    labels = traverse_util.flatten_dict(optim.param_labels(params, stage))
+    assert set(labels) == set(names)
+    for path, label in labels.items():
+        expected = original_group(names[path], stage, cfg)
+        got = None if label == "frozen" else hp[label]
+        assert got == expected, (path, names[path], label)
+
+
+def test_clean_recipe_trains_the_whole_text_tower_at_lr_txt(params):
+    cfg = optim_config(lr_visual=2e-3, lr_txt=1e-5)
+    hp = optim.group_hparams(cfg, "clean")
+    labels = traverse_util.flatten_dict(optim.param_labels(params, "tvilfm"))
+    for path, label in labels.items():
+        if path[0] == "text":
+            lr, _ = hp[label]
+            expected = 1e-5 * (2.0 if path[-1] == "bias" else 1.0)
+            assert lr == pytest.approx(expected), path
+        elif path[0] != "neck":
+            assert label == "frozen", path
+
+
+def test_epoch_factor_values():
+    cfg = optim_config()
+    got = optim.epoch_factor(np.arange(120), cfg.warmup_epochs, cfg.warmup_factor, cfg.milestones, cfg.gamma)
+    np.testing.assert_allclose(got[:3], [0.01, 0.109, 0.208], rtol=1e-12)
+    np.testing.assert_allclose(got[9], 0.901, rtol=1e-12)
+    assert set(got[10:40]) == {1.0}
+    np.testing.assert_allclose(got[[40, 59, 60, 99, 100, 119]], [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-12)
+
+
+def test_schedule_is_constant_within_an_epoch():
+    cfg = optim_config()
+    sched = optim.lr_schedule(3.5e-4, cfg, steps_per_epoch=696)
+    for step, epoch in [(0, 0), (695, 0), (696, 1), (696 * 10 - 1, 9), (696 * 10, 10), (696 * 40, 40), (696 * 119 + 5, 119)]:
+        expected = 3.5e-4 * optim.epoch_factor(np.asarray(epoch), 10, 0.01, (40, 60, 100), 0.1)
+        np.testing.assert_allclose(float(sched(jnp.asarray(step))), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("stage", optim.STAGES)
+def test_frozen_parameters_are_bit_identical_after_steps(params, stage):
+    tx = optim.build_optimizer(params, optim_config(), stage, "paper", steps_per_epoch=2)
+    labels = traverse_util.flatten_dict(optim.param_labels(params, stage))
+    state = tx.init(params)
+    p = params
+
+    @jax.jit
+    def step(p, state, scale):
+        grads = jax.tree_util.tree_map(lambda x: jnp.full_like(x, scale), p)
+        updates, state = tx.update(grads, state, p)
+        return optax.apply_updates(p, updates), state
+
+    for i in range(3):
+        p, state = step(p, state, 0.1 * (i + 1))
+    before, after = traverse_util.flatten_dict(params), traverse_util.flatten_dict(p)
+    for path, label in labels.items():
+        same = np.array_equal(np.asarray(before[path]), np.asarray(after[path]))
+        assert same == (label == "frozen"), (path, label)
+
+
+def test_update_equals_adam_with_coupled_l2():
+    """One label, two steps: (g + wd*theta) -> Adam moments -> -lr*factor, as torch.optim.Adam."""
+    torch = pytest.importorskip("torch")
+    cfg = optim_config(warmup_epochs=0, milestones=())
+    theta0 = np.random.default_rng(0).standard_normal(6).astype(np.float32)
+    grads = [np.random.default_rng(s).standard_normal(6).astype(np.float32) for s in (1, 2)]
+    params = {"visual": {"kernel": jnp.asarray(theta0)}}
+    tx = optim.build_optimizer(params, cfg, "base", "paper", steps_per_epoch=1)
+    state, p = tx.init(params), params
+    for g in grads:
+        updates, state = tx.update({"visual": {"kernel": jnp.asarray(g)}}, state, p)
+        p = optax.apply_updates(p, updates)
+    t = torch.nn.Parameter(torch.from_numpy(theta0.copy()))
+    opt = torch.optim.Adam([t], lr=cfg.lr_visual, betas=(0.9, 0.999), eps=1e-8, weight_decay=5e-4)
+    for g in grads:
+        t.grad = torch.from_numpy(g)
+        opt.step()
+    np.testing.assert_allclose(np.asarray(p["visual"]["kernel"]), t.detach().numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_unknown_stage_or_recipe_is_an_error(params):
+    with pytest.raises(ValueError, match="stage"):
+        optim.param_labels(params, "stage3")
+    with pytest.raises(ValueError, match="recipe"):
+        optim.group_hparams(optim_config(), "fast")
