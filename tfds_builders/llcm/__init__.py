@@ -1,0 +1,1 @@
+"""TFDS builder `llcm`: LLCM read from `--manual_dir`."""

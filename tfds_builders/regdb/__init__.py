@@ -1,0 +1,1 @@
+"""TFDS builder `regdb`: RegDB read from `--manual_dir`, one config per trial (`regdb/trial1` ...)."""

@@ -1,0 +1,1 @@
+"""TFDS builder `synthetic`: generated people in the real layouts, no download needed."""

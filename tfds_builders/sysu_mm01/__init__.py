@@ -1,0 +1,1 @@
+"""TFDS builder `sysu_mm01`: SYSU-MM01 read from `--manual_dir`."""

@@ -1,0 +1,26 @@
+"""SYSU-MM01 (Wu et al., ICCV 2017) with the TVI-LFM text (SPEC §5.1-5.3, §9.2).
+
+    tfds build tfds_builders/sysu_mm01 --manual_dir /data/SYSU-MM01 --file_format=array_record
+"""
+
+from __future__ import annotations
+
+from tfds_builders.reid_builder import ManualReIdBuilder
+
+
+class Builder(ManualReIdBuilder):
+    """SYSU-MM01: 395 training ids (22,258 RGB / 11,909 IR), 96 test ids, 3,803 IR queries."""
+
+    layout = "sysu"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+    Pass --manual_dir (Python: download_config=tfds.download.DownloadConfig(manual_dir=...))
+    pointing at the extracted SYSU-MM01 root, which must hold:
+      cam1/ ... cam6/<pid:04d>/<img>.jpg       RGB cameras 1, 2, 4, 5; IR cameras 3, 6
+      exp/train_id.txt, exp/val_id.txt, exp/test_id.txt
+      Text/Blip_RGB/train_text_Blip_RGB.npy, Text/Blip_RGB/train_llm_text_Blip_RGB.npy
+      Text/Blip_IR/train_text_Blip_IR.npy,   Text/Blip_IR/train_llm_text_Blip_IR.npy
+      Text/Blip_RGB/id_caption_map_Blip_RGB.json
+      Text/Blip_IR/caption_dict_Blip_IR.json   (test IR image path -> {"description"})
+    The images come from the SYSU-MM01 authors (licence-gated); the Text/ files from the
+    TVI-LFM release or `python -m tvilfm_jax.generators`.
+    """
