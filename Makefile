@@ -1,10 +1,13 @@
 # Two commands for a fresh machine: `make demo` and `make test` (each sets itself up first).
 PYTHON ?= python3
 VENV ?= .venv
+# A second environment for the `tfds build` CLI, which needs TensorFlow + Apache Beam; the
+# package itself never imports TensorFlow.
+TFDS_VENV ?= .venv-tfdscli
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: demo test install install-test bench clean
+.PHONY: demo test install install-test clean
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
@@ -18,14 +21,19 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(PIP) -e '.[test]'
 	touch $@
 
+$(TFDS_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(TFDS_VENV)
+	$(TFDS_VENV)/bin/python -m pip install --disable-pip-version-check -q -e '.[tfds-cli]'
+	touch $@
+
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test $(TFDS_VENV)/.installed
 
 demo: install
 	$(PY) -m tvilfm_jax.demo
 
 test: install-test
-	JAX_PLATFORMS=cpu $(PY) -m pytest -q
+	TVILFM_TFDS_CLI=$(TFDS_VENV)/bin/tfds JAX_PLATFORMS=cpu $(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(TFDS_VENV) build *.egg-info
