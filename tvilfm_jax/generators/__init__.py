@@ -1,0 +1,15 @@
+"""Text generators: BLIP captions, LLM rephrases and colour filtering -> the Text/ file set.
+
+How the released TVI-LFM texts were made (SPEC §8), rebuilt for any dataset tree in the
+sysu / regdb / llcm layouts:
+
+    python -m tvilfm_jax.generators all --root datasets/regdb --layout regdb \\
+        --rgb-model weights/RGB_CAPTION --ir-model weights/IR_CAPTION --llm-model weights/vicuna-7b
+
+Modules: ``image_sets`` (which images need text), ``captioning`` (BLIP), ``rephrasing``
+(causal LM), ``colour_filter`` (and ``filter_files`` for JSON files), ``text_files`` (the
+file formats), ``stages`` (resumable stages over a tree), ``progress`` / ``atomic_files``
+(resumption, safe writes), ``model_loading`` (local checkpoints, clear errors), ``settings``
+(the paper's defaults). torch is imported only by the model stages: the CLI, the colour
+filter and the filter stage run without it.
+"""

@@ -1,0 +1,188 @@
+"""Writing the Text/ file set the loaders read, per layout (SPEC §5.3, §9).
+
+Keys are ``key_prefix + <path relative to the dataset root>``; the default prefix is the one
+of the released files, ``datasets/<layout>/``. Pids in id maps are ``str(int)`` ("6", not
+"0006"). Files under ``Text/`` (``Blip_RGB/`` and ``Blip_IR/``):
+
+After captioning (every image of the modality, train and test):
+  Blip_RGB/caption_dict_Blip_RGB.json       {key: {"description"}}          regdb, llcm
+  Blip_RGB/id_caption_map_Blip_RGB.json     {pid: [unique descriptions]}    all layouts
+  Blip_IR/caption_dict_Blip_IR.json         {key: {"description"}}          all layouts
+  Blip_IR/id_caption_map_Blip_IR.json       {pid: [unique descriptions]}    sysu
+  Blip_<M>/train_text_Blip_<M>.npy          [N_train] str                   sysu
+  Blip_<M>/train_text_label_Blip_<M>.npy    [N_train] pid str               sysu
+After rephrasing (training images):
+  Blip_RGB/caption_llm_dict_Blip_RGB.json   {key: {"description", "aug_description"}}  regdb, llcm
+  Blip_RGB/train_llm_text_Blip_RGB.npy      [N_train] str                   sysu
+  Blip_IR/origin_llm_color_dict/<layout>_ir_blip_caption_LLM_dict.json   raw IR rephrases, all
+After the colour filter (training images):
+  Blip_IR/caption_llm_dict_Blip_IR.json     filtered "aug_description"      regdb, llcm
+  Blip_IR/train_llm_text_Blip_IR.npy        filtered, [N_train] str         sysu
+  Blip_IR/llm_color_filte(r)d_output/<layout>_ir_blip_caption_LLM_filtered_dict.json   all
+
+Training images are, for RegDB, every image (each is trained on in some trial, SPEC §9.1).
+SYSU arrays follow the §5.2 training order row for row; the label arrays copy the released
+ones (RGB zero-padded, IR not). The RegDB folder name keeps the release's "filterd" typo.
+LLCM test images are keyed at their originals ``vis|nir/<pid>/<file>`` (``image_sets``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from tvilfm_jax.generators.atomic_files import write_json, write_npy
+from tvilfm_jax.generators.colour_filter import remove_colours
+from tvilfm_jax.generators.image_sets import ImageEntry, ImageSet
+
+CAPTIONER = "Blip"
+
+
+def default_key_prefix(layout: str) -> str:
+    return f"datasets/{layout}/"
+
+
+def normalise_key_prefix(prefix: str) -> str:
+    """The original concatenates root + path, so a non-empty prefix must end with '/'."""
+    return prefix if prefix == "" or prefix.endswith("/") else prefix + "/"
+
+
+def _rel(modality: str, name: str) -> str:
+    return f"{CAPTIONER}_{modality}/{name}"
+
+
+def raw_rephrase_file(layout: str) -> str:
+    return _rel("IR", f"origin_llm_color_dict/{layout}_ir_blip_caption_LLM_dict.json")
+
+
+def filtered_rephrase_file(layout: str) -> str:
+    folder = "llm_color_filterd_output" if layout == "regdb" else "llm_color_filtered_output"
+    return _rel("IR", f"{folder}/{layout}_ir_blip_caption_LLM_filtered_dict.json")
+
+
+def caption_file_names(layout: str) -> list[str]:
+    """Files (relative to Text/) written once all captions exist."""
+    if layout == "sysu":
+        return [_rel("RGB", "id_caption_map_Blip_RGB.json"), _rel("IR", "caption_dict_Blip_IR.json"),
+                _rel("IR", "id_caption_map_Blip_IR.json"),
+                _rel("RGB", "train_text_Blip_RGB.npy"), _rel("RGB", "train_text_label_Blip_RGB.npy"),
+                _rel("IR", "train_text_Blip_IR.npy"), _rel("IR", "train_text_label_Blip_IR.npy")]
+    return [_rel("RGB", "caption_dict_Blip_RGB.json"), _rel("RGB", "id_caption_map_Blip_RGB.json"),
+            _rel("IR", "caption_dict_Blip_IR.json")]
+
+
+def rephrase_file_names(layout: str) -> list[str]:
+    """Files written once all training captions are rephrased (IR ones before filtering)."""
+    rgb = _rel("RGB", "train_llm_text_Blip_RGB.npy" if layout == "sysu" else "caption_llm_dict_Blip_RGB.json")
+    return [rgb, raw_rephrase_file(layout)]
+
+
+def filtered_file_names(layout: str) -> list[str]:
+    """Files written by the colour filter from the IR rephrases."""
+    ir = _rel("IR", "train_llm_text_Blip_IR.npy" if layout == "sysu" else "caption_llm_dict_Blip_IR.json")
+    return [ir, filtered_rephrase_file(layout)]
+
+
+def all_file_names(layout: str) -> list[str]:
+    return caption_file_names(layout) + rephrase_file_names(layout) + filtered_file_names(layout)
+
+
+def _require(values: dict, entries, what: str) -> None:
+    missing = [e.key for e in entries if e.key not in values]
+    if missing:
+        raise ValueError(f"{len(missing)} of {len(entries)} {what} are missing, e.g. {missing[0]!r}")
+
+
+def _caption_dict(entries, captions, prefix) -> dict:
+    return {prefix + e.key: {"description": captions[e.key]} for e in entries}
+
+
+def _id_caption_map(entries: tuple[ImageEntry, ...], captions: dict[str, str]) -> dict[str, list[str]]:
+    # Unique captions per pid in first-seen order (the original used set order; order is unused).
+    by_pid: dict[int, dict[str, None]] = {}
+    for e in entries:
+        by_pid.setdefault(e.pid, {})[captions[e.key]] = None
+    return {str(pid): list(texts) for pid, texts in sorted(by_pid.items())}
+
+
+def _string_array(values: list[str]) -> np.ndarray:
+    return np.array(values, dtype=str)
+
+
+def write_caption_files(text_dir: str, images: ImageSet, captions: dict[str, dict[str, str]],
+                        key_prefix: str) -> list[str]:
+    """Writes the caption-only files; ``captions[modality][key]`` must cover every image."""
+    prefix = normalise_key_prefix(key_prefix)
+    rgb, ir = images.entries["RGB"], images.entries["IR"]
+    _require(captions["RGB"], rgb, "RGB captions")
+    _require(captions["IR"], ir, "IR captions")
+    out: dict[str, object] = {
+        _rel("RGB", "id_caption_map_Blip_RGB.json"): _id_caption_map(rgb, captions["RGB"]),
+        _rel("IR", "caption_dict_Blip_IR.json"): _caption_dict(ir, captions["IR"], prefix),
+    }
+    if images.layout == "sysu":
+        out[_rel("IR", "id_caption_map_Blip_IR.json")] = _id_caption_map(ir, captions["IR"])
+        for modality in ("RGB", "IR"):
+            train = images.train_entries(modality)
+            labels = [f"{e.pid:04d}" if modality == "RGB" else str(e.pid) for e in train]
+            out[_rel(modality, f"train_text_Blip_{modality}.npy")] = _string_array(
+                [captions[modality][e.key] for e in train])
+            out[_rel(modality, f"train_text_label_Blip_{modality}.npy")] = _string_array(labels)
+    else:
+        out[_rel("RGB", "caption_dict_Blip_RGB.json")] = _caption_dict(rgb, captions["RGB"], prefix)
+    return _write_all(text_dir, out)
+
+
+def write_rephrase_files(text_dir: str, images: ImageSet, rephrases: dict[str, dict[str, dict]],
+                         key_prefix: str) -> list[str]:
+    """Writes the RGB rephrase file and the raw IR rephrases.
+
+    ``rephrases[modality][key]`` is ``{"description", "aug_description"}`` for every training image.
+    """
+    prefix = normalise_key_prefix(key_prefix)
+    rgb, ir = images.train_entries("RGB"), images.train_entries("IR")
+    _require(rephrases["RGB"], rgb, "RGB rephrases")
+    _require(rephrases["IR"], ir, "IR rephrases")
+    out: dict[str, object] = {raw_rephrase_file(images.layout): _llm_dict(ir, rephrases["IR"], prefix)}
+    if images.layout == "sysu":
+        out[_rel("RGB", "train_llm_text_Blip_RGB.npy")] = _string_array(
+            [rephrases["RGB"][e.key]["aug_description"] for e in rgb])
+    else:
+        out[_rel("RGB", "caption_llm_dict_Blip_RGB.json")] = _llm_dict(rgb, rephrases["RGB"], prefix)
+    return _write_all(text_dir, out)
+
+
+def write_filtered_files(text_dir: str, images: ImageSet, ir_rephrases: dict[str, dict],
+                         key_prefix: str) -> list[str]:
+    """Removes colours from the raw IR rephrases and writes the files training reads."""
+    prefix = normalise_key_prefix(key_prefix)
+    ir = images.train_entries("IR")
+    _require(ir_rephrases, ir, "IR rephrases")
+    filtered = {e.key: {"description": ir_rephrases[e.key]["description"],
+                        "aug_description": remove_colours(ir_rephrases[e.key]["aug_description"])}
+                for e in ir}
+    out: dict[str, object] = {filtered_rephrase_file(images.layout): _llm_dict(ir, filtered, prefix)}
+    if images.layout == "sysu":
+        out[_rel("IR", "train_llm_text_Blip_IR.npy")] = _string_array(
+            [filtered[e.key]["aug_description"] for e in ir])
+    else:
+        out[_rel("IR", "caption_llm_dict_Blip_IR.json")] = _llm_dict(ir, filtered, prefix)
+    return _write_all(text_dir, out)
+
+
+def _llm_dict(entries, rephrases: dict[str, dict], prefix: str) -> dict:
+    return {prefix + e.key: {"description": rephrases[e.key]["description"],
+                             "aug_description": rephrases[e.key]["aug_description"]} for e in entries}
+
+
+def _write_all(text_dir: str, files: dict[str, object]) -> list[str]:
+    written = []
+    for rel, content in files.items():
+        path = os.path.join(text_dir, rel)
+        if isinstance(content, np.ndarray):
+            write_npy(path, content)
+        else:
+            write_json(path, content)
+        written.append(path)
+    return written
