@@ -300,7 +300,84 @@ def test_without_text_needs_no_text_folder(tmp_path, layout):
     assert index.captioner is None and index.id_caption_map is None
     assert all(r.caption is None and r.llm_caption is None for r in index.train_rgb + index.train_ir)
     assert all(q.ir_caption is None for q in index.query)
+    assert index.gallery_captions == {} and index.gallery_caption_files == ()
     expect_error(root, layout, "missing text files", "Text/Blip_RGB/")
+
+
+# --- gallery images' own RGB captions ---------------------------------------------------------
+
+
+def _gallery_paths(index):
+    return sorted({g.path for gs in index.galleries.values() for g in gs.records})
+
+
+def test_regdb_gallery_captions_from_both_rgb_files(tmp_path):
+    root = make_regdb(tmp_path / "regdb")
+    llm_name = "Text/Blip_RGB/caption_llm_dict_Blip_RGB.json"
+    index = read(root, "regdb")
+    gallery = _gallery_paths(index)
+    assert len(gallery) == 9 and all(p.startswith(("Visible/4/", "Visible/1/", "Visible/6/")) for p in gallery)
+    assert index.gallery_captions == {p: _rgb_caption(p) for p in gallery}
+    assert index.gallery_caption_files == (llm_name,)
+    # The plain caption_dict (shipped with the release) fills images the llm dict lacks.
+    llm = json.loads((root / llm_name).read_text())
+    gone = gallery[0]
+    del llm["datasets/regdb/" + gone]
+    (root / llm_name).write_text(json.dumps(llm))
+    plain = {"/data0/RegDB/" + p: {"description": _rgb_caption(p)} for p in gallery}
+    _json(root / "Text/Blip_RGB/caption_dict_Blip_RGB.json", plain)
+    index = read(root, "regdb")
+    assert index.gallery_captions == {p: _rgb_caption(p) for p in gallery}
+    assert index.gallery_caption_files == (llm_name, "Text/Blip_RGB/caption_dict_Blip_RGB.json")
+    # ... but may not contradict it, and is checked like every Text/ file.
+    plain["/data0/RegDB/" + gallery[1]] = {"description": "someone else"}
+    plain["/data0/RegDB/Visible/4/ghost.bmp"] = {"description": "nobody"}
+    _json(root / "Text/Blip_RGB/caption_dict_Blip_RGB.json", plain)
+    expect_error(
+        root, "regdb",
+        f"Text/Blip_RGB/caption_dict_Blip_RGB.json: descriptions that differ from {llm_name} [1]: '{gallery[1]}'",
+        "Text/Blip_RGB/caption_dict_Blip_RGB.json: captions without an image [1]: '/data0/RegDB/Visible/4/ghost.bmp'",
+    )
+
+
+def test_llcm_gallery_captions_at_vis_twins(tmp_path):
+    root = make_llcm(tmp_path / "llcm")
+    assert read(root, "llcm").gallery_captions == {}  # this tree's RGB file describes training images only
+    llm_name = "Text/Blip_RGB/caption_llm_dict_Blip_RGB.json"
+    llm = json.loads((root / llm_name).read_text())
+    described = sorted(p.relative_to(root).as_posix() for p in (root / "test_vis").glob("cam*/0004/*.jpg"))
+    for path in described:
+        twin = "vis/" + "/".join(path.split("/")[2:])
+        shutil.copy(root / path, _mkparent(root / twin))
+        llm["datasets/llcm/" + twin] = {"description": f"own caption of {twin}", "aug_description": "x"}
+    (root / llm_name).write_text(json.dumps(llm))
+    index = read(root, "llcm")
+    assert len(described) == 6 and set(described) < set(_gallery_paths(index))
+    assert index.gallery_captions == {p: "own caption of vis/" + "/".join(p.split("/")[2:]) for p in described}
+    assert index.gallery_caption_files == (llm_name,)
+
+
+def test_sysu_gallery_captions_only_from_an_added_rgb_file(tmp_path):
+    root = make_sysu(tmp_path / "sysu")
+    index = read(root, "sysu")
+    assert index.gallery_captions == {} and index.gallery_caption_files == ()  # the release has none
+    gallery = _gallery_paths(index)
+    some = gallery[::2]
+    _json(root / "Text/Blip_RGB/caption_dict_Blip_RGB.json", {"datasets/sysu/" + p: {"description": f"own {p}"} for p in some})
+    index = read(root, "sysu")
+    assert index.gallery_captions == {p: f"own {p}" for p in some}
+    assert index.gallery_caption_files == ("Text/Blip_RGB/caption_dict_Blip_RGB.json",)
+    _json(root / "Text/Blip_RGB/caption_dict_Blip_RGB.json", {"datasets/sysu/cam1/0004/9999.jpg": {"description": "x"}})
+    expect_error(root, "sysu", "caption_dict_Blip_RGB.json: captions without an image [1]: 'datasets/sysu/cam1/0004/9999.jpg'")
+
+
+def test_skipped_gallery_image_loses_its_caption(tmp_path):
+    root = make_regdb(tmp_path / "regdb")
+    bad = "Visible/4/female_back_v_00041_4.bmp"
+    (root / bad).write_bytes(b"this is not a bitmap")
+    with pytest.warns(SkippedImagesWarning):
+        index = read(root, "regdb", strict=False)
+    assert bad not in index.gallery_captions and len(index.gallery_captions) == 8
 
 
 def test_relative_key_strips_any_prefix():

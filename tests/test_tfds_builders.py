@@ -175,6 +175,22 @@ def check_build(data_dir, name, root, layout):
     gallery_paths = [w["path"] for w in expected["gallery"]]
     assert {m: {t: [gallery_paths[i] for i in idx] for t, idx in trials.items()} for m, trials in meta["galleries"].items()} == galleries
     assert meta["counts"]["train_rgb"] == len(expected["train_rgb"]) and meta["num_skipped"] == 0
+    with_caption = sum(bool(w["caption"]) for w in expected["gallery"])
+    assert meta["with_text"] is True
+    assert meta["text"] == {
+        "train": True,
+        "query": True,
+        "id_caption_map": True,
+        "gallery": with_caption == len(expected["gallery"]),
+        "gallery_records_with_caption": with_caption,
+        "gallery_caption_files": meta["text"]["gallery_caption_files"],
+    }
+    # RegDB/LLCM: every gallery image has its own caption (here from the llm dict); SYSU: none.
+    if layout == "sysu":
+        assert with_caption == 0 and meta["text"]["gallery_caption_files"] == []
+    else:
+        assert with_caption == len(expected["gallery"])
+        assert meta["text"]["gallery_caption_files"] == ["Text/Blip_RGB/caption_llm_dict_Blip_RGB.json"]
     return meta
 
 
@@ -244,6 +260,101 @@ def test_manual_builder(layout, trees, tmp_path):
     assert meta["synthetic"] is False and meta["expected_counts"]
     assert meta["count_deviations"]["train_ids"] == {"actual": meta["num_classes"], "expected": meta["expected_counts"]["train_ids"]}
     assert meta["trial"] == (1 if layout == "regdb" else None)
+
+
+def test_sysu_gallery_gets_captions_from_an_added_rgb_file(trees, tmp_path):
+    root = copy_tree(trees, "sysu", tmp_path)
+    expected, _ = expected_sysu(root)
+    gallery = [w["path"] for w in expected["gallery"]]
+    captions = {p: f"a person at {p}" for p in gallery[1:]}  # one gallery image stays without
+    (root / "Text/Blip_RGB/caption_dict_Blip_RGB.json").write_text(
+        json.dumps({PREFIX["sysu"] + p: {"description": c} for p, c in captions.items()})
+    )
+    build_manual("sysu", root, tmp_path / "data")
+    source = tfds.data_source("sysu_mm01", data_dir=str(tmp_path / "data"))["gallery"]
+    records = [source[i] for i in range(len(source))]
+    assert [r["path"].decode() for r in records] == gallery
+    for r in records:
+        caption = captions.get(r["path"].decode(), "")
+        assert r["caption"].decode() == caption
+        np.testing.assert_array_equal(r["caption_ids"], tokenize(caption)[0])
+    meta = tfds.builder("sysu_mm01", data_dir=str(tmp_path / "data")).info.metadata
+    assert meta["text"]["gallery"] is False and meta["text"]["gallery_records_with_caption"] == len(gallery) - 1
+    assert meta["text"]["gallery_caption_files"] == ["Text/Blip_RGB/caption_dict_Blip_RGB.json"]
+
+
+# --- text-free builds ---------------------------------------------------------------------------
+
+
+def check_text_free_build(data_dir, name, root, text_root, layout):
+    """Records as a text build of `text_root` (the same tree with Text/) would hold, minus the text."""
+    expected, galleries = EXPECTED[layout](text_root)
+    sources = tfds.data_source(name, data_dir=str(data_dir))
+    zeros = np.zeros(77, np.int32)
+    for split in schema.SPLITS:
+        records = [sources[split][i] for i in range(len(sources[split]))]
+        assert [r["path"].decode() for r in records] == [w["path"] for w in expected[split]], split
+        for r, w in zip(records, expected[split]):
+            assert (r["pid"], r["label"], r["cam"]) == (w["pid"], w["label"], w["cam"])
+            assert r["caption"] == r["rephrase"] == b""
+            np.testing.assert_array_equal(r["caption_ids"], zeros)
+            np.testing.assert_array_equal(r["rephrase_ids"], zeros)
+        np.testing.assert_array_equal(records[0]["image"], load_image(root / records[0]["path"].decode()))
+    meta = tfds.builder(name, data_dir=str(data_dir)).info.metadata
+    assert meta["with_text"] is False and meta["captioner"] is None and meta["id_caption_map"] == {}
+    assert meta["text"] == {
+        "train": False, "query": False, "id_caption_map": False, "gallery": False,
+        "gallery_records_with_caption": 0, "gallery_caption_files": [],
+    }
+    labels = {w["label"] for w in expected["train_rgb"]}
+    assert meta["num_classes"] == len(labels)
+    gallery_paths = [w["path"] for w in expected["gallery"]]
+    assert {m: {t: [gallery_paths[i] for i in idx] for t, idx in trials.items()} for m, trials in meta["galleries"].items()} == galleries
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_text_free_build_without_text_folder(layout, trees, tmp_path, monkeypatch):
+    root = copy_tree(trees, layout, tmp_path)
+    shutil.rmtree(root / "Text")
+    monkeypatch.delenv(reid_builder.TEXT_ENV, raising=False)
+    builder = build_manual(layout, root, tmp_path / "data", with_text=False)
+    name = f"{builder.name}/{MANUAL[layout][1]}" if MANUAL[layout][1] else builder.name
+    check_text_free_build(tmp_path / "data", name, root, trees[layout], layout)
+
+
+def test_text_free_build_from_the_environment(trees, tmp_path, monkeypatch):
+    """What `TVILFM_TFDS_TEXT=0 tfds build ...` does; a text build of the same data_dir is refused."""
+    root = copy_tree(trees, "sysu", tmp_path)
+    shutil.rmtree(root / "Text")
+    data_dir = tmp_path / "data"
+    monkeypatch.delenv(reid_builder.TEXT_ENV, raising=False)
+    with pytest.raises(DatasetError, match="missing text files"):
+        build_manual("sysu", root, data_dir)  # text is the default and this tree has none
+    assert record_files(data_dir) == []
+    monkeypatch.setenv(reid_builder.TEXT_ENV, "0")
+    build_manual("sysu", root, data_dir)
+    check_text_free_build(data_dir, "sysu_mm01", root, trees["sysu"], "sysu")
+    build_manual("sysu", root, data_dir)  # the same kind again: reused
+    monkeypatch.setenv(reid_builder.TEXT_ENV, "1")
+    with pytest.raises(ValueError, match=r"built with with_text=False, but with_text=True was asked for"):
+        build_manual("sysu", trees["sysu"], data_dir)
+    # Reading needs neither the variable nor a sensible value of it.
+    monkeypatch.setenv(reid_builder.TEXT_ENV, "not a yes/no")
+    check_text_free_build(data_dir, "sysu_mm01", root, trees["sysu"], "sysu")
+    # What the refusal suggests (`tfds build --overwrite` sets this mode) replaces the build.
+    builder = sysu_mm01_dataset_builder.Builder(data_dir=str(data_dir), with_text=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", reid_builder.layouts.DatasetCountWarning)
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            manual_dir=str(trees["sysu"]), download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS,
+        ))
+    check_build(str(data_dir), "sysu_mm01", trees["sysu"], "sysu")
+
+
+def test_text_free_examples_refuse_text():
+    with pytest.raises(ValueError, match="text-free build got text"):
+        schema.token_ids(["", "a person"], with_text=False)
+    assert schema.token_ids(["", ""], with_text=False).shape == (2, 77)
 
 
 def test_regdb_has_ten_trial_configs():
@@ -357,15 +468,17 @@ def test_non_strict_skips_corrupt_images(how, trees, tmp_path, monkeypatch):
     assert meta["strict"] is False and meta["num_skipped"] == 1 and meta["skipped"] == [bad]
 
 
-def test_strict_env_values(monkeypatch):
-    monkeypatch.delenv(reid_builder.STRICT_ENV, raising=False)
-    assert reid_builder.strict_from_env() is True
-    for value, strict in (("0", False), ("false", False), ("No", False), ("1", True), ("yes", True)):
-        monkeypatch.setenv(reid_builder.STRICT_ENV, value)
-        assert reid_builder.strict_from_env() is strict
-    monkeypatch.setenv(reid_builder.STRICT_ENV, "maybe")
-    with pytest.raises(ValueError, match="TVILFM_TFDS_STRICT='maybe'"):
-        reid_builder.strict_from_env()
+@pytest.mark.parametrize("name, read", [("TVILFM_TFDS_STRICT", "strict_from_env"), ("TVILFM_TFDS_TEXT", "with_text_from_env")])
+def test_env_flag_values(name, read, monkeypatch):
+    read = getattr(reid_builder, read)
+    monkeypatch.delenv(name, raising=False)
+    assert read() is True
+    for value, flag in (("0", False), ("false", False), ("No", False), ("1", True), ("yes", True)):
+        monkeypatch.setenv(name, value)
+        assert read() is flag
+    monkeypatch.setenv(name, "maybe")
+    with pytest.raises(ValueError, match=f"{name}='maybe'"):
+        read()
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

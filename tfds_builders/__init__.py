@@ -7,6 +7,7 @@
 
 All write the splits train_rgb, train_ir, query and gallery with the features of `schema`
 and put num_classes, the identity caption map and the trial galleries in `info.metadata`.
+`TVILFM_TFDS_TEXT=0` (or the `with_text=False` builder kwarg) builds without text (stage 1).
 Build without TensorFlow from Python:
 
     from tfds_builders.synthetic import synthetic_dataset_builder

@@ -13,13 +13,19 @@ Strictness: by default an unreadable or corrupt image is a validation error. Wit
 `strict=False` (builder kwarg, or `TVILFM_TFDS_STRICT=0` in the environment, which is how the
 `tfds build` CLI sets it) such images are skipped with a `SkippedImagesWarning`; their paths
 and count go into the metadata.
+
+Text-free builds: stage 1 needs no text (SPEC §10 item 21) and the public SYSU-MM01 release
+lacks the caption arrays. With `with_text=False` (builder kwarg, or `TVILFM_TFDS_TEXT=0` for
+the CLI) Text/ is not read, every caption is "" with all-zero ids, and the metadata records
+`with_text: false` and all `text` flags false, so stage 2 can refuse the data. Such a build has
+the same name as a text build: building the other kind into the same data_dir fails with a
+message instead of silently reusing the records there.
 """
 
 from __future__ import annotations
 
 import abc
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,14 +34,14 @@ from absl import logging
 
 from tfds_builders import schema
 from tvilfm_jax.data import layouts
-from tvilfm_jax.data.layouts import captions as layout_captions
 from tvilfm_jax.data.layouts import llcm as llcm_layout
 from tvilfm_jax.data.layouts import regdb as regdb_layout
 from tvilfm_jax.data.layouts import sysu as sysu_layout
-from tvilfm_jax.data.layouts.problems import Problems
 
 #: Environment variable read when no `strict` kwarg is given ("0"/"false"/"no" turn it off).
 STRICT_ENV = "TVILFM_TFDS_STRICT"
+#: Environment variable read when no `with_text` kwarg is given ("0"/"false"/"no": text-free).
+TEXT_ENV = "TVILFM_TFDS_TEXT"
 _EXPECTED_COUNTS = {
     "sysu": sysu_layout.EXPECTED_COUNTS,
     "regdb": regdb_layout.EXPECTED_COUNTS,
@@ -44,14 +50,24 @@ _EXPECTED_COUNTS = {
 _HOMEPAGE = "https://openreview.net/forum?id=qQlmONeI5k"
 
 
-def strict_from_env() -> bool:
-    """`TVILFM_TFDS_STRICT`, default True; raises on a value that is not a clear yes/no."""
-    value = os.environ.get(STRICT_ENV, "1").strip().lower()
+def flag_from_env(name: str) -> bool:
+    """A yes/no environment variable, default True; raises on a value that is not a clear yes/no."""
+    value = os.environ.get(name, "1").strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"{STRICT_ENV}={value!r}: expected 1/true/yes/on or 0/false/no/off")
+    raise ValueError(f"{name}={value!r}: expected 1/true/yes/on or 0/false/no/off")
+
+
+def strict_from_env() -> bool:
+    """`TVILFM_TFDS_STRICT`, default True."""
+    return flag_from_env(STRICT_ENV)
+
+
+def with_text_from_env() -> bool:
+    """`TVILFM_TFDS_TEXT`, default True."""
+    return flag_from_env(TEXT_ENV)
 
 
 class ReIdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -60,9 +76,13 @@ class ReIdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release: raw uint8 288x144 images, BLIP/LLM text, CLIP token ids."}
 
-    def __init__(self, *, strict: bool | None = None, **kwargs):
-        """Args: strict: fail on unreadable images (default: `TVILFM_TFDS_STRICT`, else True)."""
+    def __init__(self, *, strict: bool | None = None, with_text: bool | None = None, **kwargs):
+        """Args:
+        strict: fail on unreadable images (default: `TVILFM_TFDS_STRICT`, else True).
+        with_text: read and store the text (default: `TVILFM_TFDS_TEXT`, else True).
+        """
         self._strict_arg = strict
+        self._with_text_arg = with_text
         # TFDS defaults to TFRecord, which needs TensorFlow to write and to read.
         if kwargs.get("file_format") is None:
             kwargs["file_format"] = tfds.core.FileFormat.ARRAY_RECORD
@@ -72,6 +92,25 @@ class ReIdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def strict(self) -> bool:
         # Resolved when building, so a reader (tfds.data_source) never trips over the variable.
         return strict_from_env() if self._strict_arg is None else bool(self._strict_arg)
+
+    @property
+    def with_text(self) -> bool:
+        # Resolved when building, like `strict`.
+        return with_text_from_env() if self._with_text_arg is None else bool(self._with_text_arg)
+
+    def download_and_prepare(self, *args, **kwargs):
+        """TFDS's, refusing to reuse a prepared build of the other text kind (see module doc)."""
+        config = kwargs.get("download_config") or tfds.download.DownloadConfig()
+        reuse = tfds.download.GenerateMode(config.download_mode) == tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+        if reuse and self.is_prepared():
+            built = self.info.metadata.get("with_text", True)
+            if built != self.with_text:
+                raise ValueError(
+                    f"{self.name} in {self.data_dir} was built with with_text={built}, but with_text={self.with_text} "
+                    f"was asked for ({TEXT_ENV} or the with_text kwarg); build into another data_dir, or rebuild "
+                    "with download_mode=REUSE_CACHE_IF_EXISTS (tfds build --overwrite)"
+                )
+        return super().download_and_prepare(*args, **kwargs)
 
     @property
     @abc.abstractmethod
@@ -103,12 +142,13 @@ class ReIdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        strict = self.strict
+        strict, with_text = self.strict, self.with_text
         root = self._dataset_root(dl_manager)
         index = layouts.read_layout(
             root,
             self.layout,
             trial=self.trial,
+            with_text=with_text,
             # A full decode pass, so that a truncated file is reported (or skipped) before the
             # first record is written rather than failing the build half-way.
             images="decode",
@@ -116,24 +156,27 @@ class ReIdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             synthetic=self.synthetic,
         )
         gallery, gallery_trials = schema.gallery_union(index)
-        gallery_captions = own_rgb_captions(index, gallery)
-        self.info.metadata.update(self._metadata(index, strict, gallery, gallery_trials, gallery_captions))
+        self.info.metadata.update(self._metadata(index, strict, gallery, gallery_trials))
         logging.info("%s: writing %s", index.name, self.info.metadata["counts"])
         return {
-            "train_rgb": self._generate_examples(schema.train_examples(root, index.train_rgb)),
-            "train_ir": self._generate_examples(schema.train_examples(root, index.train_ir)),
-            "query": self._generate_examples(schema.query_examples(root, index.query)),
-            "gallery": self._generate_examples(schema.gallery_examples(root, gallery, gallery_captions)),
+            "train_rgb": self._generate_examples(schema.train_examples(root, index.train_rgb, with_text=with_text)),
+            "train_ir": self._generate_examples(schema.train_examples(root, index.train_ir, with_text=with_text)),
+            "query": self._generate_examples(schema.query_examples(root, index.query, with_text=with_text)),
+            "gallery": self._generate_examples(
+                schema.gallery_examples(root, gallery, own_rgb_captions(index, gallery), with_text=with_text)
+            ),
         }
 
     def _generate_examples(self, examples):
         # TFDS requires this hook; the `schema` iterators already yield (key, example) pairs.
         yield from examples
 
-    def _metadata(self, index: layouts.DatasetIndex, strict: bool, gallery, gallery_trials, gallery_captions) -> dict:
+    def _metadata(self, index: layouts.DatasetIndex, strict: bool, gallery, gallery_trials) -> dict:
         counts = {**index.counts(), "gallery": len(gallery)}
         expected = {} if self.synthetic else dict(_EXPECTED_COUNTS[index.layout])
         deviations = {k: {"actual": counts[k], "expected": n} for k, n in expected.items() if counts.get(k) != n}
+        with_text = index.captioner is not None
+        with_caption = len(own_rgb_captions(index, gallery))
         return {
             "dataset": index.name,
             "layout": index.layout,
@@ -147,11 +190,15 @@ class ReIdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             "strict": strict,
             "num_skipped": len(index.skipped),
             "skipped": list(index.skipped),
+            "with_text": with_text,
             # Which text fields hold the dataset's own text (else "" placeholders).
             "text": {
-                "train": index.captioner is not None,
-                "query": index.captioner is not None,
-                "gallery_records_with_caption": len(gallery_captions),
+                "train": with_text,
+                "query": with_text,
+                "id_caption_map": index.id_caption_map is not None,
+                "gallery": 0 < with_caption == len(gallery),
+                "gallery_records_with_caption": with_caption,
+                "gallery_caption_files": list(index.gallery_caption_files),
             },
             "galleries": gallery_trials,
             "id_caption_map": {pid: list(caps) for pid, caps in (index.id_caption_map or {}).items()},
@@ -159,37 +206,12 @@ class ReIdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 def own_rgb_captions(index: layouts.DatasetIndex, gallery: Sequence[layouts.ImageRef]) -> dict[str, str]:
-    """Gallery path -> the BLIP caption of that RGB image, where the dataset's Text/ has one.
+    """Gallery path -> the BLIP caption of that RGB image, for the images that have one.
 
-    `layouts` reads per-image RGB captions for training images only. RegDB's and LLCM's
-    `caption_llm_dict_<c>_RGB.json` also describe the test visible images (LLCM keys them at
-    their `vis/<pid>/<file>` twin, like the IR queries); SYSU-MM01 has RGB captions for its
-    training images only, so its gallery gets none. Missing entries are not an error: no
-    original code path reads them; they only let an evaluator build caption pools from the
-    gallery it actually uses.
+    The layout reader finds them (`DatasetIndex.gallery_captions`): RegDB's and LLCM's RGB
+    caption files also describe the test visible images; SYSU-MM01's released Text/ does not.
     """
-    if index.captioner is None or index.layout == "sysu":
-        return {}
-    shown = f"Text/{index.captioner}_RGB/caption_llm_dict_{index.captioner}_RGB.json"
-    if index.layout == "regdb":
-        anchor, expected, twin = re.compile("Visible"), "Visible/<pid>/<file>", _same_path
-    else:
-        anchor, expected, twin = re.compile("vis"), "vis/<pid>/<file>", _llcm_vis_twin
-    # Already validated by the layout reader; problems found here cannot be new.
-    captions = layout_captions.load_caption_dict(
-        index.root / shown, shown, anchor, expected, ("description",), lambda _: True, Problems()
-    )
-    found = {g.path: captions.get(twin(g.path)) for g in gallery}
-    return {path: texts[0] for path, texts in found.items() if texts is not None}
-
-
-def _same_path(path: str) -> str:
-    return path
-
-
-def _llcm_vis_twin(test_vis_path: str) -> str:
-    """"test_vis/cam<c>/<pid>/<file>" -> "vis/<pid>/<file>"."""
-    return "/".join(["vis", *test_vis_path.split("/")[2:]])
+    return {g.path: index.gallery_captions[g.path] for g in gallery if g.path in index.gallery_captions}
 
 
 class ManualReIdBuilder(ReIdBuilder, skip_registration=True):

@@ -27,7 +27,11 @@ rephrase_ids
                       in protocol order (RegDB: its one fixed gallery under its trial)
     counts, expected_counts, count_deviations    what was written vs the standard release
     strict, num_skipped, skipped                  unreadable images left out (strict=False)
-    dataset, layout, trial, synthetic, captioner, text (which splits hold real text)
+    with_text         whether the build read Text/ at all (False: a text-free build)
+    text              which fields hold the dataset's own text: train, query, id_caption_map,
+                      gallery (bools; gallery: every gallery record has its own RGB caption),
+                      gallery_records_with_caption, gallery_caption_files (the Text/ files)
+    dataset, layout, trial, synthetic, captioner
 
 Images are stored as raw bytes rather than PNG: lossless like PNG, no TensorFlow needed to
 encode them, and reading one back is a `frombuffer` instead of a PNG decode that costs several
@@ -38,6 +42,9 @@ also keeps raw uint8 arrays.
 Text the dataset does not have (gallery captions of SYSU-MM01, whose released Text/ holds
 training captions only) is stored as "" with `tokenize("")` ids, so `caption_ids ==
 tokenize(caption)` holds in every record; the metadata says which splits carry real text.
+A text-free build (stage 1 needs no text, SPEC §10 item 21) stores "" and ALL-ZERO ids in
+every record: no row can pass for a tokenised caption, and `metadata["text"]["train"]` is
+False, so stage 2 can refuse such data.
 """
 
 from __future__ import annotations
@@ -85,29 +92,43 @@ def features() -> tfds.features.FeaturesDict:
     })
 
 
-def train_examples(root: Path, records: Sequence[TrainRecord]) -> Iterator[tuple[str, Example]]:
-    """(key, example) per training record, in record order; keys are the relative paths."""
+def train_examples(root: Path, records: Sequence[TrainRecord], *, with_text: bool = True) -> Iterator[tuple[str, Example]]:
+    """(key, example) per training record, in record order; keys are the relative paths.
+
+    with_text=False: "" captions and all-zero ids (a text-free build).
+    """
     captions = [r.caption or "" for r in records]
     rephrases = [r.llm_caption or "" for r in records]
-    caption_ids, rephrase_ids = tokenize(captions), tokenize(rephrases)
+    caption_ids, rephrase_ids = token_ids(captions, with_text), token_ids(rephrases, with_text)
     for i, r in enumerate(records):
         yield r.path, _example(root, r.path, r.pid, r.label, r.cam, captions[i], caption_ids[i], rephrases[i], rephrase_ids[i])
 
 
-def query_examples(root: Path, records: Sequence[QueryRecord]) -> Iterator[tuple[str, Example]]:
+def query_examples(root: Path, records: Sequence[QueryRecord], *, with_text: bool = True) -> Iterator[tuple[str, Example]]:
     """(key, example) per IR query, in protocol order; `caption` is the query's own IR caption."""
     captions = [q.ir_caption or "" for q in records]
-    caption_ids, empty_ids = tokenize(captions), tokenize("")[0]
+    caption_ids, empty_ids = token_ids(captions, with_text), token_ids([""], with_text)[0]
     for i, q in enumerate(records):
         yield q.path, _example(root, q.path, q.pid, NO_LABEL, q.cam, captions[i], caption_ids[i], "", empty_ids)
 
 
-def gallery_examples(root: Path, records: Sequence[ImageRef], captions: Mapping[str, str]) -> Iterator[tuple[str, Example]]:
+def gallery_examples(
+    root: Path, records: Sequence[ImageRef], captions: Mapping[str, str], *, with_text: bool = True
+) -> Iterator[tuple[str, Example]]:
     """(key, example) per gallery candidate; `captions` maps a path to its own RGB caption."""
     texts = [captions.get(g.path, "") for g in records]
-    caption_ids, empty_ids = tokenize(texts), tokenize("")[0]
+    caption_ids, empty_ids = token_ids(texts, with_text), token_ids([""], with_text)[0]
     for i, g in enumerate(records):
         yield g.path, _example(root, g.path, g.pid, NO_LABEL, g.cam, texts[i], caption_ids[i], "", empty_ids)
+
+
+def token_ids(texts: Sequence[str], with_text: bool) -> np.ndarray:
+    """int32 [len(texts), 77]: `tokenize(texts)`, or zeros in a text-free build."""
+    if not with_text:
+        if any(texts):
+            raise ValueError(f"a text-free build got text to store: {next(t for t in texts if t)!r:.80}")
+        return np.zeros((len(texts), CONTEXT_LENGTH), np.int32)
+    return tokenize(list(texts))
 
 
 def gallery_union(index: DatasetIndex) -> tuple[list[ImageRef], dict[str, dict[str, list[int]]]]:

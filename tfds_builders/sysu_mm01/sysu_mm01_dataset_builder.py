@@ -1,6 +1,7 @@
 """SYSU-MM01 (Wu et al., ICCV 2017) with the TVI-LFM text (SPEC §5.1-5.3, §9.2).
 
     tfds build tfds_builders/sysu_mm01 --manual_dir /data/SYSU-MM01 --file_format=array_record
+    TVILFM_TFDS_TEXT=0 tfds build tfds_builders/sysu_mm01 ...    # text-free, stage 1 only
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ class Builder(ManualReIdBuilder):
       Text/Blip_IR/train_text_Blip_IR.npy,   Text/Blip_IR/train_llm_text_Blip_IR.npy
       Text/Blip_RGB/id_caption_map_Blip_RGB.json
       Text/Blip_IR/caption_dict_Blip_IR.json   (test IR image path -> {"description"})
-    The images come from the SYSU-MM01 authors (licence-gated); the Text/ files from the
-    TVI-LFM release or `python -m tvilfm_jax.generators`.
+    Optional: Text/Blip_RGB/caption_dict_Blip_RGB.json (RGB image path -> {"description"})
+    gives gallery images their own captions. The images come from the SYSU-MM01 authors
+    (licence-gated); the Text/ files from the TVI-LFM release (which lacks the caption arrays)
+    or `python -m tvilfm_jax.generators`. Without Text/, build text-free for stage 1:
+    TVILFM_TFDS_TEXT=0 (Python: Builder(with_text=False)).
     """

@@ -2,7 +2,8 @@
 
 One reader per dataset returns a `DatasetIndex`: training records of both modalities with
 labels and (optionally) captions, IR queries with their filter captions, the trial galleries
-stored once, and the identity caption pool. Everything is checked before anything is written:
+stored once with the gallery images' own RGB captions where Text/ has them, and the identity
+caption pool. Everything is checked before anything is written:
 a reader raises ONE `DatasetError` listing every problem (count + first offenders), so the
 TFDS builders call it first.
 

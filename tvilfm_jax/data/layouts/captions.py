@@ -19,12 +19,14 @@ import numpy as np
 from tvilfm_jax.data.layouts.problems import Problems
 
 __all__ = [
+    "check_pid_array",
+    "llm_dict_name",
     "load_caption_array",
     "load_caption_dict",
     "load_id_caption_map",
+    "load_own_rgb_captions",
     "load_train_captions",
     "lookup",
-    "check_pid_array",
     "relative_key",
 ]
 
@@ -205,12 +207,68 @@ def load_train_captions(
     paths: Sequence[str],
     image_exists: Callable[[str], bool],
     problems: Problems,
-) -> list[tuple[str | None, str | None]]:
+) -> tuple[list[tuple[str | None, str | None]], dict[str, tuple[str, ...]]]:
     """(caption, rephrase) per training image from `Text/<c>_<modality>/caption_llm_dict_<c>_<modality>.json`.
 
     Used by the JSON-captioned layouts (RegDB, LLCM); `paths` are relative image paths.
+    Also returns the whole file (relative key -> (description, aug_description)): it describes
+    more images than the training ones (RegDB, LLCM: the test visible images too).
     """
-    shown = f"Text/{captioner}_{modality}/caption_llm_dict_{captioner}_{modality}.json"
+    shown = llm_dict_name(captioner, modality)
     captions = load_caption_dict(root / shown, shown, anchor, expected, ("description", "aug_description"), image_exists, problems)
     found = lookup(captions, paths, shown, "training images", problems)
-    return [f or (None, None) for f in found]
+    return [f or (None, None) for f in found], captions
+
+
+def llm_dict_name(captioner: str, modality: str) -> str:
+    """`Text/<c>_<modality>/caption_llm_dict_<c>_<modality>.json`, relative to the root."""
+    return f"Text/{captioner}_{modality}/caption_llm_dict_{captioner}_{modality}.json"
+
+
+def load_own_rgb_captions(
+    root: Path,
+    captioner: str,
+    anchor: re.Pattern[str],
+    expected: str,
+    keys: Mapping[str, str],
+    image_exists: Callable[[str], bool],
+    problems: Problems,
+    *,
+    already_read: Mapping[str, Mapping[str, tuple[str, ...]]] | None = None,
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Each test RGB image's own BLIP caption, where a per-image RGB file of Text/ has one.
+
+    Args:
+      keys: image path (e.g. a gallery candidate) -> the relative key its caption is filed
+        under (the path itself; for LLCM the `vis/` twin of a `test_vis/` image).
+      already_read: Text/ file (relative name) -> its parsed captions (first field the
+        `description`), for files the reader loaded anyway, so they are not read twice.
+
+    Sources, first match wins: `caption_llm_dict_<c>_RGB.json`, then `caption_dict_<c>_RGB.json`
+    (plain BLIP captions; RegDB's release ships it, equal to the other's descriptions). A file
+    not in `already_read` is optional here: SYSU-MM01's release has neither. An image without
+    a caption is not a problem (no original code path reads these; they let an evaluator
+    build caption pools from the gallery it uses), but a caption the two files disagree on is.
+
+    Returns:
+      (path -> description for the paths that have one, the Text/ files that supplied any).
+    """
+    already_read = already_read or {}
+    sources = []
+    for shown in (llm_dict_name(captioner, "RGB"), f"Text/{captioner}_RGB/caption_dict_{captioner}_RGB.json"):
+        if shown in already_read:
+            sources.append((shown, already_read[shown]))
+        elif (root / shown).is_file():
+            sources.append((shown, load_caption_dict(root / shown, shown, anchor, expected, ("description",), image_exists, problems)))
+    found: dict[str, str] = {}
+    used = []
+    for shown, captions in sources:
+        hits = {path: captions[key][0] for path, key in keys.items() if key in captions}
+        # Only the second file can disagree, and only with the first.
+        disagree = [repr(keys[p]) for p, c in hits.items() if p in found and found[p] != c]
+        problems.extend(f"{shown}: descriptions that differ from {sources[0][0]}", disagree)
+        new = {p: c for p, c in hits.items() if p not in found}
+        if new:
+            used.append(shown)
+            found.update(new)
+    return found, tuple(used)

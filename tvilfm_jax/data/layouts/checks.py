@@ -176,6 +176,8 @@ def finish(
     query: Sequence[QueryRecord],
     galleries: Mapping[str, GallerySet],
     id_caption_map: Mapping[str, tuple[str, ...]] | None,
+    gallery_captions: Mapping[str, str],
+    gallery_caption_files: Sequence[str],
     images: str,
     strict: bool,
     workers: int | None,
@@ -220,6 +222,8 @@ def finish(
         query=tuple(query),
         galleries=dict(galleries),
         id_caption_map=None if id_caption_map is None else dict(id_caption_map),
+        gallery_captions={p: c for p, c in gallery_captions.items() if p not in bad},
+        gallery_caption_files=tuple(gallery_caption_files),
         skipped=tuple(sorted(bad)),  # empty unless strict=False (else we raised above)
     )
     warn_unexpected_counts(dataset, root, expected_counts, index.counts(), synthetic)

@@ -9,8 +9,11 @@
     Text/<c>_IR/caption_llm_dict_<c>_IR.json      "nir/..." key -> same fields
     Text/<c>_IR/caption_dict_<c>_IR.json          "nir/<pid>/<file>" -> {"description"}
     Text/<c>_RGB/id_caption_map_<c>_RGB.json      str(pid) -> unique RGB captions
+    Text/<c>_RGB/caption_dict_<c>_RGB.json        optional: "vis/..." key -> {"description"}
 
-A query's filter text is looked up at its nir/ twin, as the original remaps test_nir paths.
+A query's filter text is looked up at its nir/ twin, as the original remaps test_nir paths;
+a gallery image's own RGB caption (`DatasetIndex.gallery_captions`), where the RGB caption
+files have one, at its vis/ twin.
 Training cameras come from the "_c<NN>_" part of LLCM file names (0 if absent); the sampler
 does not use them.
 """
@@ -75,9 +78,15 @@ def read_llcm(
 
     texts_v = texts_n = None
     id_map = None
+    own_rgb, own_rgb_files = {}, ()
     if with_text:
-        texts_v = text.load_train_captions(root, captioner, "RGB", _VIS, "vis/<pid>/<file>", [p for p, _, _ in train_v], exists, problems)
-        texts_n = text.load_train_captions(root, captioner, "IR", _NIR, "nir/<pid>/<file>", [p for p, _, _ in train_n], exists, problems)
+        texts_v, vis_dict = text.load_train_captions(root, captioner, "RGB", _VIS, "vis/<pid>/<file>", [p for p, _, _ in train_v], exists, problems)
+        texts_n, _ = text.load_train_captions(root, captioner, "IR", _NIR, "nir/<pid>/<file>", [p for p, _, _ in train_n], exists, problems)
+        gallery_paths = {g.path for gs in galleries.values() for g in gs.records}
+        own_rgb, own_rgb_files = text.load_own_rgb_captions(
+            root, captioner, _VIS, "vis/<pid>/<file>", {p: vis_twin(p) for p in sorted(gallery_paths)}, exists, problems,
+            already_read={text.llm_dict_name(captioner, "RGB"): vis_dict},
+        )
         shown = f"Text/{captioner}_IR/caption_dict_{captioner}_IR.json"
         filters = text.load_caption_dict(root / shown, shown, _NIR, "nir/<pid>/<file>", ("description",), exists, problems)
         found = text.lookup(filters, [nir_twin(q.path) for q in query], shown, "query images (at their nir/ twin)", problems)
@@ -103,6 +112,8 @@ def read_llcm(
         query=query,
         galleries=galleries,
         id_caption_map=id_map,
+        gallery_captions=own_rgb,
+        gallery_caption_files=own_rgb_files,
         images=images,
         strict=strict,
         workers=workers,
@@ -114,6 +125,11 @@ def read_llcm(
 def nir_twin(test_nir_path: str) -> str:
     """"test_nir/cam<c>/<pid>/<file>" -> "nir/<pid>/<file>", where its captions are keyed."""
     return "/".join(["nir", *test_nir_path.split("/")[2:]])
+
+
+def vis_twin(test_vis_path: str) -> str:
+    """"test_vis/cam<c>/<pid>/<file>" -> "vis/<pid>/<file>", where a gallery image's own caption is keyed."""
+    return "/".join(["vis", *test_vis_path.split("/")[2:]])
 
 
 def file_cam(path: str) -> int:

@@ -62,6 +62,12 @@ class DatasetIndex:
         RegDB has one fixed gallery, stored as trial `trial`.
       id_caption_map: str(pid) -> unique RGB captions of that identity (the test-time query
         text pool), or None without text.
+      gallery_captions: gallery candidate path -> the BLIP caption of that RGB image itself,
+        for the candidates a per-image RGB file of Text/ describes (RegDB: the visible test
+        images; LLCM: their vis/ twins; SYSU-MM01: none in the released Text/, which holds
+        training captions only). Empty without text. Lets an evaluator build identity caption
+        pools from the gallery it uses.
+      gallery_caption_files: the Text/ files `gallery_captions` came from (empty if none).
       skipped: images left out because they could not be read (strict=False only).
     """
 
@@ -75,6 +81,8 @@ class DatasetIndex:
     query: tuple[QueryRecord, ...]
     galleries: Mapping[str, GallerySet]
     id_caption_map: Mapping[str, tuple[str, ...]] | None
+    gallery_captions: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    gallery_caption_files: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
 
     @property

@@ -6,6 +6,10 @@
     Text/<c>_IR/caption_llm_dict_<c>_IR.json     (IR rephrases are colour-filtered)
     Text/<c>_IR/caption_dict_<c>_IR.json         image key -> {"description"}: the query filter text
     Text/<c>_RGB/id_caption_map_<c>_RGB.json     str(pid) -> unique RGB captions
+    Text/<c>_RGB/caption_dict_<c>_RGB.json       optional: image key -> {"description"}
+
+Both RGB caption files cover the test visible images too; their descriptions become the
+gallery images' own captions (`DatasetIndex.gallery_captions`).
 
 Training records keep split-file order and labels (0..205); test pids come from the folder id
 in the path, not the label column. Cameras: 2 for visible, 1 for thermal, as the original's
@@ -64,9 +68,15 @@ def read_regdb(
     gallery = [protocols.ImageRef(p, pid, protocols.REGDB_GALLERY_CAM) for p, _, pid in test_v]
     texts_v = texts_t = None
     id_map = None
+    own_rgb, own_rgb_files = {}, ()
     if with_text:
-        texts_v = text.load_train_captions(root, captioner, "RGB", _VISIBLE, "Visible/<pid>/<file>", [p for p, _, _ in train_v], exists, problems)
-        texts_t = text.load_train_captions(root, captioner, "IR", _THERMAL, "Thermal/<pid>/<file>", [p for p, _, _ in train_t], exists, problems)
+        texts_v, rgb_dict = text.load_train_captions(root, captioner, "RGB", _VISIBLE, "Visible/<pid>/<file>", [p for p, _, _ in train_v], exists, problems)
+        texts_t, _ = text.load_train_captions(root, captioner, "IR", _THERMAL, "Thermal/<pid>/<file>", [p for p, _, _ in train_t], exists, problems)
+        # The RGB caption files describe all 4,120 visible images, the test ones included.
+        own_rgb, own_rgb_files = text.load_own_rgb_captions(
+            root, captioner, _VISIBLE, "Visible/<pid>/<file>", {g.path: g.path for g in gallery}, exists, problems,
+            already_read={text.llm_dict_name(captioner, "RGB"): rgb_dict},
+        )
         shown = f"Text/{captioner}_IR/caption_dict_{captioner}_IR.json"
         filters = text.load_caption_dict(root / shown, shown, _THERMAL, "Thermal/<pid>/<file>", ("description",), exists, problems)
         found = text.lookup(filters, [q.path for q in query], shown, "query images", problems)
@@ -92,6 +102,8 @@ def read_regdb(
         query=query,
         galleries={"all": protocols.union_galleries([gallery], [trial])},
         id_caption_map=id_map,
+        gallery_captions=own_rgb,
+        gallery_caption_files=own_rgb_files,
         images=images,
         strict=strict,
         workers=workers,

@@ -8,11 +8,14 @@
     Text/<c>_{RGB,IR}/train_text_label_<c>_{RGB,IR}.npy   optional pid strings, same order
     Text/<c>_RGB/id_caption_map_<c>_RGB.json  str(pid) -> unique RGB captions
     Text/<c>_IR/caption_dict_<c>_IR.json      test IR image path -> {"description"}
+    Text/<c>_RGB/caption_dict_<c>_RGB.json    optional (not released): RGB image path ->
+                                              {"description"}; also caption_llm_dict_<c>_RGB.json
 
 Training uses the train + val ids (C = 395) in the pre-processing order: sorted ids, then
 cameras in the order above, then sorted files, labels = rank of the id among the IR ids. The
-caption arrays are aligned index-for-index with that order. The GIT id map the original's
-gallery reads (SPEC §10 item 22) is not needed.
+caption arrays are aligned index-for-index with that order. Gallery images get their own RGB
+captions (`DatasetIndex.gallery_captions`) only from the optional per-image files. The GIT id
+map the original's gallery reads (SPEC §10 item 22) is not needed.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ def read_sysu(
     texts_rgb = texts_ir = None
     query_texts: list[str | None] = [None] * len(query)
     id_map = None
+    own_rgb, own_rgb_files = {}, ()
     if with_text:
         texts_rgb = _train_texts(root, captioner, "RGB", [r.pid for r in rgb], "RGB training images (cams 1, 2, 4, 5 of the train+val ids)", problems)
         texts_ir = _train_texts(root, captioner, "IR", [r.pid for r in ir], "IR training images (cams 3, 6 of the train+val ids)", problems)
@@ -104,6 +108,11 @@ def read_sysu(
         id_map = text.load_id_caption_map(root / shown, shown, problems)
         if id_map is not None:
             problems.extend(f"{shown}: test ids without identity captions", sorted({str(q.pid) for q in query} - id_map.keys(), key=int))
+        # The released Text/ has no per-image captions of test RGB images; use them if added.
+        gallery_paths = sorted({g.path for gs in galleries.values() for g in gs.records})
+        own_rgb, own_rgb_files = text.load_own_rgb_captions(
+            root, captioner, _CAM_FOLDER, "cam<N>/<pid>/<file>", {p: p for p in gallery_paths}, checks.ExistingFiles(root), problems
+        )
 
     def train_records(refs, texts):
         texts = texts or [(None, None)] * len(refs)
@@ -121,6 +130,8 @@ def read_sysu(
         query=[QueryRecord(q.path, q.pid, q.cam, t) for q, t in zip(query, query_texts)],
         galleries=galleries,
         id_caption_map=id_map,
+        gallery_captions=own_rgb,
+        gallery_caption_files=own_rgb_files,
         images=images,
         strict=strict,
         workers=workers,
