@@ -5,7 +5,8 @@ VENV ?= .venv
 # package itself never imports TensorFlow.
 TFDS_VENV ?= .venv-tfdscli
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip install --disable-pip-version-check -q
+# -qq: the machine-wide pip config names local indexes whose warnings would drown the log.
+PIP := $(PY) -m pip install --disable-pip-version-check -qq
 
 .PHONY: demo test install install-test clean
 
@@ -23,7 +24,7 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 
 $(TFDS_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(TFDS_VENV)
-	$(TFDS_VENV)/bin/python -m pip install --disable-pip-version-check -q -e '.[tfds-cli]'
+	$(TFDS_VENV)/bin/python -m pip install --disable-pip-version-check -qq -e '.[tfds-cli]'
 	touch $@
 
 install: $(VENV)/.installed
