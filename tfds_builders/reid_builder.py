@@ -155,7 +155,7 @@ class ReIdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             strict=strict,
             synthetic=self.synthetic,
         )
-        gallery, gallery_trials = schema.gallery_union(index)
+        gallery, gallery_trials = index.gallery_pool()
         self.info.metadata.update(self._metadata(index, strict, gallery, gallery_trials))
         logging.info("%s: writing %s", index.name, self.info.metadata["counts"])
         return {
@@ -163,7 +163,7 @@ class ReIdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             "train_ir": self._generate_examples(schema.train_examples(root, index.train_ir, with_text=with_text)),
             "query": self._generate_examples(schema.query_examples(root, index.query, with_text=with_text)),
             "gallery": self._generate_examples(
-                schema.gallery_examples(root, gallery, own_rgb_captions(index, gallery), with_text=with_text)
+                schema.gallery_examples(root, gallery, index.gallery_captions, with_text=with_text)
             ),
         }
 
@@ -176,7 +176,7 @@ class ReIdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         expected = {} if self.synthetic else dict(_EXPECTED_COUNTS[index.layout])
         deviations = {k: {"actual": counts[k], "expected": n} for k, n in expected.items() if counts.get(k) != n}
         with_text = index.captioner is not None
-        with_caption = len(own_rgb_captions(index, gallery))
+        with_caption = sum(g.path in index.gallery_captions for g in gallery)
         return {
             "dataset": index.name,
             "layout": index.layout,
@@ -203,15 +203,6 @@ class ReIdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             "galleries": gallery_trials,
             "id_caption_map": {pid: list(caps) for pid, caps in (index.id_caption_map or {}).items()},
         }
-
-
-def own_rgb_captions(index: layouts.DatasetIndex, gallery: Sequence[layouts.ImageRef]) -> dict[str, str]:
-    """Gallery path -> the BLIP caption of that RGB image, for the images that have one.
-
-    The layout reader finds them (`DatasetIndex.gallery_captions`): RegDB's and LLCM's RGB
-    caption files also describe the test visible images; SYSU-MM01's released Text/ does not.
-    """
-    return {g.path: index.gallery_captions[g.path] for g in gallery if g.path in index.gallery_captions}
 
 
 class ManualReIdBuilder(ReIdBuilder, skip_registration=True):

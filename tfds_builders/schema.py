@@ -131,27 +131,6 @@ def token_ids(texts: Sequence[str], with_text: bool) -> np.ndarray:
     return tokenize(list(texts))
 
 
-def gallery_union(index: DatasetIndex) -> tuple[list[ImageRef], dict[str, dict[str, list[int]]]]:
-    """All gallery candidates of every mode, sorted by path, and each trial gallery as indices.
-
-    Returns:
-      records: the `gallery` split, in order.
-      trials: mode -> str(trial) -> indices into `records`, in that trial's protocol order
-        (JSON-ready: the evaluator selects each trial gallery from the one split).
-    """
-    by_path: dict[str, ImageRef] = {}
-    for gallery_set in index.galleries.values():
-        for ref in gallery_set.records:
-            by_path.setdefault(ref.path, ref)
-    records = [by_path[p] for p in sorted(by_path)]
-    position = {r.path: i for i, r in enumerate(records)}
-    trials = {
-        mode: {str(t): [position[g.path] for g in gallery_set.gallery(t)] for t in gallery_set.trials}
-        for mode, gallery_set in index.galleries.items()
-    }
-    return records, trials
-
-
 def _example(
     root: Path,
     path: str,

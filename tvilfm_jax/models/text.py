@@ -32,6 +32,8 @@ class TextConfig:
     dtype: jnp.dtype = jnp.float32  # compute dtype
 
     def __post_init__(self):
+        # One canonical form (np.dtype), so configs rebuilt from JSON hash equal and jit reuses.
+        object.__setattr__(self, "dtype", jnp.dtype(self.dtype))
         if self.width % self.heads:
             raise ValueError(f"TextConfig: width {self.width} is not divisible by heads {self.heads}")
 

@@ -101,3 +101,23 @@ class DatasetIndex:
         for mode, galleries in self.galleries.items():
             counts[f"gallery_{mode}_union"] = len(galleries.records)
         return counts
+
+    def gallery_pool(self) -> tuple[list[ImageRef], dict[str, dict[str, list[int]]]]:
+        """All gallery candidates of every mode, sorted by path, and each trial gallery as indices.
+
+        Returns:
+          records: the candidates (what a builder writes as its `gallery` split), in order.
+          trials: mode -> str(trial) -> indices into `records`, in that trial's protocol order
+            (JSON-ready, so an evaluator selects each trial gallery from the one pool).
+        """
+        by_path: dict[str, ImageRef] = {}
+        for gallery_set in self.galleries.values():
+            for ref in gallery_set.records:
+                by_path.setdefault(ref.path, ref)
+        records = [by_path[p] for p in sorted(by_path)]
+        position = {r.path: i for i, r in enumerate(records)}
+        trials = {
+            mode: {str(t): [position[g.path] for g in gallery_set.gallery(t)] for t in gallery_set.trials}
+            for mode, gallery_set in self.galleries.items()
+        }
+        return records, trials

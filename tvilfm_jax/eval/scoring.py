@@ -1,0 +1,255 @@
+"""Scoring every protocol, text source, TTA variant, trial and query modality.
+
+`prepare_texts` fixes the query captions once per test set (they do not depend on the model);
+`score` takes the features of one model (`features.FeatureExtractor`), builds the embeddings
+and score matrices, and runs the metrics (`eval.metrics.evaluate`).
+
+Score matrices, with g = gallery embeddings of the trial, q = query embeddings (rows [N, D],
+L2-normalised, so every product is a cosine):
+
+  IR->RGB   ir: q_ir . g_ir^T        (backup necks on both sides in stage 2, SPEC §6.2)
+            text: q_T . g^T, fusion: q_F . g^T
+            mer: q_F . g^T + q_I . g^T + q_T . g^T   (q_I through the CURRENT neck, SPEC §6.3)
+  RGB->IR   S = g . q^T per modality (the IR-side embeddings become the gallery, SPEC §6.5);
+            no MER. IR with backups: the "clean" recipe uses the backup necks on both sides;
+            "paper" pairs the current-neck RGB features with the backup-neck IR features, as
+            the original's overwritten matrix does (SPEC §6.5, §10 item 15).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tvilfm_jax.eval import metrics, texts
+from tvilfm_jax.eval.features import FeatureExtractor, ImageFeatures
+from tvilfm_jax.eval.settings import EvalSettings, Protocol
+from tvilfm_jax.eval.testset import TestSet
+
+TEXT_MODALITIES = ("text", "fusion", "mer")
+
+
+@dataclasses.dataclass(frozen=True)
+class Condition:
+    """One protocol under one text source and TTA variant: a table of the report."""
+
+    protocol: Protocol
+    text_source: str
+    flip: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.protocol.name}/{self.text_source}/{'flip' if self.flip else 'noflip'}"
+
+    @property
+    def label(self) -> str:
+        """The protocol named in full, as printed next to every number."""
+        return f"{self.protocol.title} | text: {self.text_source} | TTA: {'flip' if self.flip else 'none'}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModalityResult:
+    """Metrics of one modality under one condition: per trial and their mean.
+
+    metric: the `metrics.evaluate` protocol used; trials: trial ids (RegDB: the split);
+    per_trial: `metrics.evaluate` dicts; mean: `metrics.average_results` of them.
+    """
+
+    modality: str
+    metric: str
+    trials: tuple[int, ...]
+    per_trial: tuple[Mapping[str, Any], ...]
+    mean: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class RankingSample:
+    """Top-k retrievals of a few queries, for the ranking grid (direction IR->RGB).
+
+    query_index [n] into test.query, gallery_index [n, k] into test.gallery, matches bool
+    [n, k], scores [n, k]; texts: the query text each query was given.
+    """
+
+    condition: Condition
+    modality: str
+    trial: int
+    query_index: np.ndarray
+    gallery_index: np.ndarray
+    matches: np.ndarray
+    scores: np.ndarray
+    texts: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedTexts:
+    """Query captions of every (source, mode, trial) needed, and the caption table they index.
+
+    captions: the distinct captions (rows of the text feature table);
+    rows[(source, mode, trial)] = (rgb rows [Q], ir rows [Q]); assignments: the QueryTexts.
+    Sources that do not depend on the trial are stored under (source, None, None).
+    """
+
+    captions: tuple[str, ...]
+    rows: Mapping[tuple, tuple[np.ndarray, np.ndarray]]
+    assignments: Mapping[tuple, texts.QueryTexts]
+
+    def lookup(self, source: str, mode: str, trial: int) -> tuple[tuple, texts.QueryTexts]:
+        key = (source, mode, trial) if texts.depends_on_trial(source) else (source, None, None)
+        return key, self.assignments[key]
+
+
+def protocol_trials(test: TestSet, protocol: Protocol, settings: EvalSettings) -> tuple[int, ...]:
+    """Trials of `protocol` to score: RegDB its one split; SYSU/LLCM `settings.trials` or all."""
+    available = test.trials(protocol.mode)
+    if test.layout == "regdb" or settings.trials is None:
+        return available
+    missing = [t for t in settings.trials if t not in available]
+    if missing:
+        raise ValueError(f"{test.source}: eval.trials {missing} are not among the {protocol.mode!r} "
+                         f"gallery trials of the records {list(available)}")
+    return settings.trials
+
+
+def prepare_texts(test: TestSet, settings: EvalSettings) -> PreparedTexts | None:
+    """Draws the query texts of every text source for every trial (None: no text modality)."""
+    if not any(m in TEXT_MODALITIES for m in settings.modalities):
+        return None
+    assignments: dict[tuple, texts.QueryTexts] = {}
+    for source in settings.text_sources:
+        if not texts.depends_on_trial(source):
+            assignments[(source, None, None)] = texts.query_texts(test, source, seed=settings.seed)
+            continue
+        for protocol in settings.protocols_for(test.layout):
+            for trial in protocol_trials(test, protocol, settings):
+                key = (source, protocol.mode, trial)
+                if key not in assignments:
+                    assignments[key] = texts.query_texts(test, source, mode=protocol.mode, trial=trial,
+                                                         seed=settings.seed)
+    captions = texts.unique_captions(list(assignments.values()))
+    row = {c: i for i, c in enumerate(captions)}
+    return PreparedTexts(captions, {k: texts.caption_rows(a, row) for k, a in assignments.items()}, assignments)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFeatures:
+    """Pre-neck features of one model over a test set (see `extract`)."""
+
+    query: ImageFeatures
+    gallery: ImageFeatures
+    captions: jax.Array | None
+
+
+def extract(extractor: FeatureExtractor, variables, test: TestSet, settings: EvalSettings,
+            prepared: PreparedTexts | None) -> ModelFeatures:
+    """Every query image, gallery image and needed caption through the network once."""
+    flip = any(settings.flip)
+    gallery = extractor.image_features(variables, test.gallery.images, "rgb", flip=flip,
+                                       desc=f"{test.name} gallery (RGB)")
+    query = extractor.image_features(variables, test.query.images, "ir", flip=flip, desc=f"{test.name} queries (IR)")
+    captions = None if prepared is None else extractor.text_features(variables, prepared.captions)
+    return ModelFeatures(query, gallery, captions)
+
+
+_matmul_t = jax.jit(lambda a, b: a @ b.T)
+_sum3 = jax.jit(lambda a, b, c: a + b + c)
+
+
+def _score_trial(protocol: Protocol, modalities: Sequence[str], recipe: str, g: Mapping[str, jax.Array],
+                 q: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Score matrices [num queries, num gallery] of one trial (see module docstring)."""
+    out = {}
+    if protocol.ir_to_rgb:
+        for m in modalities:
+            if m == "ir":
+                out[m] = _matmul_t(q["ir"], g["ir"])
+            elif m in ("text", "fusion"):
+                out[m] = _matmul_t(q[m], g["current"])
+        if "mer" in modalities:
+            parts = {k: out[k] if k in out else _matmul_t(q[k], g["current"]) for k in ("fusion", "text")}
+            out["mer"] = _sum3(parts["fusion"], _matmul_t(q["ir_current"], g["current"]), parts["text"])
+        return out
+    for m in modalities:
+        if m == "ir":
+            rgb = g["current"] if recipe == "paper" else g["ir"]
+            out[m] = _matmul_t(rgb, q["ir"])
+        else:
+            out[m] = _matmul_t(g["current"], q[m])
+    return out
+
+
+def score(extractor: FeatureExtractor, variables, test: TestSet, settings: EvalSettings,
+          prepared: PreparedTexts | None, feats: ModelFeatures,
+          ranking: bool = False) -> tuple[dict[str, dict[str, ModalityResult]], RankingSample | None]:
+    """Metrics of every condition: {condition key: {modality: ModalityResult}}, in settings order,
+    plus (if `ranking`) the top-k retrievals of a few queries under the first condition.
+    """
+    protocols = settings.protocols_for(test.layout)
+    q_pids, q_cams = test.query.pids, test.query.cams
+    results: dict[str, dict[str, ModalityResult]] = {}
+    sample = None
+    for flip in settings.flip:
+        gallery_all = extractor.gallery_embeddings(variables, feats.gallery.with_tta(flip))
+        query_feats = feats.query.with_tta(flip)
+        image_only = None
+        for source in settings.text_sources:
+            for protocol in protocols:
+                condition = Condition(protocol, source, flip)
+                modalities = protocol.modalities(settings.modalities)
+                per_trial: dict[str, list] = {m: [] for m in modalities}
+                trials = protocol_trials(test, protocol, settings)
+                for trial in trials:
+                    if prepared is not None:
+                        key, assigned = prepared.lookup(source, protocol.mode, trial)
+                        rgb_rows, ir_rows = prepared.rows[key]
+                        q = extractor.query_embeddings(variables, query_feats, feats.captions[rgb_rows],
+                                                       feats.captions[ir_rows])
+                    else:
+                        # No text modality is scored: the heads get placeholder captions and
+                        # only "ir" is read.
+                        if image_only is None:
+                            zeros = jnp.zeros_like(query_feats.current)
+                            image_only = extractor.query_embeddings(variables, query_feats, zeros, zeros)
+                        q, assigned = image_only, None
+                    idx = test.gallery_indices(protocol.mode, trial)
+                    g = {k: v[idx] for k, v in gallery_all.items()}
+                    sims = _score_trial(protocol, modalities, settings.recipe, g, q)
+                    g_pids, g_cams = test.gallery.pids[idx], test.gallery.cams[idx]
+                    for m, sim in sims.items():
+                        metric = protocol.metric_for(m, settings.recipe)
+                        if protocol.ir_to_rgb:
+                            r = metrics.evaluate(sim, q_pids, g_pids, q_cams, g_cams, metric, settings.max_rank)
+                        else:
+                            r = metrics.evaluate(sim, g_pids, q_pids, g_cams, q_cams, metric, settings.max_rank)
+                        per_trial[m].append(r)
+                    if ranking and sample is None and protocol.ir_to_rgb:
+                        sample = _ranking_sample(condition, trial, sims, idx, test, assigned, settings)
+                results[condition.key] = {
+                    m: ModalityResult(m, protocol.metric_for(m, settings.recipe), trials, tuple(rs),
+                                      metrics.average_results(rs))
+                    for m, rs in per_trial.items()
+                }
+    return results, sample
+
+
+def _ranking_sample(condition: Condition, trial: int, sims: Mapping[str, jax.Array], idx: np.ndarray,
+                    test: TestSet, assigned: texts.QueryTexts | None, settings: EvalSettings) -> RankingSample:
+    """Top-k of `settings.ranking_queries` queries spread over the query set (MER if scored)."""
+    modality = next(m for m in ("mer", "fusion", "text", "ir") if m in sims)
+    n = min(settings.ranking_queries, len(test.query))
+    chosen = np.unique(np.linspace(0, len(test.query) - 1, n).round().astype(int))
+    sim = np.asarray(sims[modality])[chosen]
+    k = min(settings.ranking_top_k, sim.shape[1])
+    order = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    gallery_index = idx[order]
+    matches = test.gallery.pids[gallery_index] == test.query.pids[chosen][:, None]
+    if assigned is None:
+        shown = ("(no text)",) * len(chosen)
+    else:
+        shown = tuple(f"text: {assigned.rgb[i]}  |  own IR caption: {assigned.ir[i]}" for i in chosen)
+    return RankingSample(condition, modality, trial, chosen, gallery_index, matches,
+                         np.take_along_axis(sim, order, axis=1), shown)

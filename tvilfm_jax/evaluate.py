@@ -1,0 +1,59 @@
+"""`python -m tvilfm_jax.evaluate --config configs/sysu.py:stage=tvilfm --checkpoint CKPT [--output DIR]`.
+
+Scores a model on every protocol of the configured dataset (SYSU all + indoor, RegDB t->v and
+v->t, LLCM i->v and v->i) for the query modalities IR / Text / Fusion / MER, the text sources
+and TTA variants of the config (`tvilfm_jax.eval.settings.settings_from_config`), and writes
+report.json, report.md and PNG figures. The logic lives in `tvilfm_jax.eval.runner`; this
+module is flags and wiring.
+
+    --checkpoint DIR     a checkpoint directory (config.json + variables/, e.g. from convert)
+    --workdir DIR        or a training run: its variables/<--which> export (best | last)
+    --dataset_root DIR   read the test images from this dataset tree instead of the TFDS
+                         records config.data.name names (same layout)
+    --output DIR         report folder (default: <checkpoint or workdir>/eval)
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file[:arg], e.g. configs/sysu.py",
+                                          lock_config=True)
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "checkpoint directory (config.json + variables/)")
+_WORKDIR = flags.DEFINE_string("workdir", None, "training run directory (evaluates its variables/<which> export)")
+_WHICH = flags.DEFINE_enum("which", "best", ["best", "last"], "which export of --workdir")
+_DATASET_ROOT = flags.DEFINE_string("dataset_root", None, "dataset tree to read instead of the TFDS records")
+_OUTPUT = flags.DEFINE_string("output", None, "report directory (default: <checkpoint or workdir>/eval)")
+_PROGRESS = flags.DEFINE_bool("progress", True, "show progress bars")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _CONFIG.value is None:
+        raise app.UsageError("--config is required (e.g. --config configs/sysu.py:stage=tvilfm)")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax and tfds log every file they touch at INFO
+    from tvilfm_jax.eval import runner
+
+    config = _CONFIG.value
+    try:
+        model_config, variables, described = runner.load_model(_CHECKPOINT.value, workdir=_WORKDIR.value,
+                                                               which=_WHICH.value)
+    except ValueError as err:
+        raise app.UsageError(str(err)) from None
+    if _DATASET_ROOT.value is None and config.get("data", {}).get("build_synthetic", False):
+        from tvilfm_jax.training.inputs import ensure_built
+
+        ensure_built(config.data)
+    test = runner.load_test_set(config, _DATASET_ROOT.value)
+    output = _OUTPUT.value or os.path.join(_CHECKPOINT.value or _WORKDIR.value, "eval")
+    runner.evaluate_and_report(config, model_config, variables, output, checkpoint=described, test=test,
+                               progress=_PROGRESS.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
