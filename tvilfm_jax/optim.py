@@ -112,7 +112,7 @@ def build_optimizer(params: Mapping[str, Any], optim: Any, stage: str, recipe: s
     labels = param_labels(params, stage)
     used = set(traverse_util.flatten_dict(labels).values())
     transforms = {"frozen": optax.set_to_zero()}
-    for label in used - {"frozen"}:
+    for label in sorted(used - {"frozen"}):  # sorted: the same program (and cache key) in every process
         lr, wd = hparams[label]
         transforms[label] = optax.chain(
             optax.add_decayed_weights(wd),

@@ -1,0 +1,156 @@
+"""Experiment configs (configs/*.py), their command-line overrides and the training helpers
+that need no training run (validation, ModelConfig, metrics file, averages)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from tvilfm_jax.training import config as train_config
+from tvilfm_jax.training import logging as train_logging
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def load(spec: str, *overrides: str):
+    """Parses `--config=<spec> <overrides>` exactly as the train CLI does."""
+    argv = ["train", f"--config={CONFIGS / spec}", *overrides]
+    fv = flags.FlagValues()
+    # Overrides are found in the argv given here (the CLI: sys.argv).
+    config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True, sys_argv=argv)
+    fv(argv)
+    return fv.config
+
+
+@pytest.mark.parametrize("name", ["sysu", "regdb", "llcm", "synthetic"])
+@pytest.mark.parametrize("stage", ["base", "tvilfm"])
+def test_every_config_loads_and_validates(name, stage):
+    c = load(f"{name}.py:stage={stage}", "--config.init.checkpoint=/some/base")
+    assert c.stage == stage and c.recipe == "paper"
+    train_config.validate(c)
+    # The SPEC §2 defaults every dataset shares.
+    assert (c.optim.adam_b1, c.optim.adam_b2, c.optim.adam_eps) == (0.9, 0.999, 1e-8)
+    assert c.optim.visual_weight_decay == 5e-4 and c.optim.classifier_lr_factor == 2.0
+    if name != "synthetic":
+        assert c.data.ids_per_batch * c.data.images_per_id == 32
+        assert tuple(c.data.image_size) == (288, 144)
+        assert c.train.num_epochs == 120 and tuple(c.optim.milestones) == (40, 60, 100)
+        assert c.optim.warmup_epochs == 10 and c.optim.warmup_factor == 0.01
+        assert (c.model.resnet_width, tuple(c.model.resnet_blocks)) == (64, (3, 4, 6, 3))
+
+
+def test_per_dataset_overrides_follow_the_scripts():
+    """SPEC §2 script flags, stage by stage."""
+    sysu1, sysu2 = load("sysu.py"), load("sysu.py:stage=tvilfm")
+    assert (sysu1.optim.lr_visual, sysu1.optim.lr_txt, sysu1.train.eval_start_epoch) == (3.5e-4, 1e-5, 80)
+    assert (sysu2.optim.lr_visual, sysu2.optim.lr_txt, sysu2.optim.text_weight_decay_bias) == (3.5e-4, 3.5e-4, 5e-4)
+    assert sysu2.train.eval_start_epoch == 0 and sysu1.data.name == sysu2.data.name == "sysu_mm01"
+    llcm2 = load("llcm.py:stage=tvilfm")
+    assert (llcm2.data.name, llcm2.optim.lr_txt, llcm2.optim.text_weight_decay_bias) == ("llcm", 3.5e-4, 5e-4)
+    regdb1, regdb2 = load("regdb.py:trial=7"), load("regdb.py:stage=tvilfm,trial=3")
+    assert (regdb1.data.name, regdb1.optim.lr_visual) == ("regdb/trial7", 2e-3)
+    # RegDB stage 2 only changes lr_visual: lr_txt 1e-5, no text bias decay, eval from 80.
+    assert (regdb2.data.name, regdb2.optim.lr_visual, regdb2.optim.lr_txt) == ("regdb/trial3", 2e-3, 1e-5)
+    assert (regdb2.optim.text_weight_decay_bias, regdb2.train.eval_start_epoch) == (0.0, 80)
+    assert load("synthetic.py:layout=llcm,recipe=clean").data.name == "synthetic/llcm"
+    assert load("synthetic.py:recipe=clean").recipe == "clean"
+
+
+def test_command_line_overrides_and_locked_keys():
+    c = load("sysu.py", "--config.optim.lr_visual=2e-3", "--config.data.image_size=(64, 32)",
+             "--config.model.compute_dtype=bfloat16")
+    assert c.optim.lr_visual == 2e-3 and tuple(c.data.image_size) == (64, 32)
+    assert c.model.compute_dtype == "bfloat16"
+    with pytest.raises((AttributeError, flags.Error), match="lr_visual"):  # names the near key
+        load("sysu.py", "--config.optim.lr_visul=2e-3")
+    with pytest.raises(AttributeError):
+        load("sysu.py").optim.new_key = 1  # the tree is locked
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("sysu.py:stage=final", "stage"),
+    ("sysu.py:trial=2", "trial"),
+    ("regdb.py:trial=11", "trial"),
+    ("regdb.py:trial=x", "trial"),
+    ("synthetic.py:layout=market", "layout"),
+    ("sysu.py:recipe=fast", "recipe"),
+])
+def test_bad_config_arguments_are_named(arg, message):
+    with pytest.raises(Exception, match=message):
+        load(arg)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("--config.stage=stage3", "config.stage"),
+    ("--config.recipe=fast", "config.recipe"),
+    ("--config.data.ids_per_batch=0", "config.data.ids_per_batch"),
+    ("--config.data.llm_aug_prob=1.5", "config.data.llm_aug_prob"),
+    ("--config.data.image_size=(8, 8)", "config.data.image_size"),
+    ("--config.model.compute_dtype=float64", "config.model.compute_dtype"),
+    ("--config.model.text_heads=3", "config.model.text_width"),
+    ("--config.train.checkpoint_every_steps=0", "config.train.checkpoint_every_steps"),
+])
+def test_validation_names_the_bad_key(override, key):
+    with pytest.raises(train_config.ConfigError, match=key.replace(".", r"\.")):
+        train_config.validate(load("synthetic.py", override))
+
+
+def test_stage2_needs_an_initial_checkpoint():
+    with pytest.raises(train_config.ConfigError, match=r"init\.checkpoint"):
+        train_config.validate(load("synthetic.py:stage=tvilfm"))
+
+
+def test_model_config_from_experiment():
+    base = train_config.model_config(load("sysu.py"), num_classes=395)
+    assert base.embed_dim == base.text.embed_dim == 2048 and not base.backup
+    assert (base.text.vocab_size, base.text.context_length, base.text.width, base.text.layers) == (49408, 77, 512, 12)
+    assert base.dtype == "float32"  # "auto" on CPU
+    stage2 = train_config.model_config(load("synthetic.py:stage=tvilfm"), num_classes=40)
+    assert stage2.backup and stage2.embed_dim == stage2.text.embed_dim == 32 * 16
+    assert train_config.compute_dtype("auto", backend="gpu") == "bfloat16"
+    assert train_config.compute_dtype("auto", backend="cpu") == "float32"
+    assert train_config.architecture_differences(base, base) == []
+    other = train_config.model_config(load("sysu.py", "--config.model.text_layers=2"), num_classes=394)
+    assert train_config.architecture_differences(base, other) == ["num_classes: 395 vs 394", "text.layers: 12 vs 2"]
+
+
+def test_metrics_file_is_cut_back_to_the_resumed_step(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    records = [{"kind": "train", "step": s, "epoch": 0, "loss": 1.0 / s} for s in (1, 2, 3, 4)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"kind": "train", "st')  # torn by a kill
+    train_logging.truncate_metrics(str(path), 2)
+    assert train_logging.read_metrics(str(path)) == records[:2]
+    log = train_logging.MetricsLog(str(tmp_path), resume_step=1)
+    log.write("epoch", 5, 1, {"loss": 0.5})
+    log.close()
+    assert [r["step"] for r in train_logging.read_metrics(str(path))] == [1, 5]
+    assert any((tmp_path / "tensorboard").iterdir())
+
+
+def test_averages_survive_a_round_trip_through_json():
+    a = train_logging.Averages()
+    a.add({"loss": 1.0, "acc": 0.5})
+    a.add({"loss": 3.0, "acc": 1.0})
+    b = train_logging.Averages(json.loads(json.dumps(a.state())))
+    b.add({"loss": 5.0, "acc": 0.0})
+    assert b.means() == {"loss": 3.0, "acc": 0.5} and b.count == 3
+    assert train_logging.Averages().means() == {}
+
+
+def test_missing_dataset_says_how_to_build_it(tmp_path):
+    from tvilfm_jax.training import inputs
+
+    c = load("sysu.py", f"--config.data.data_dir={tmp_path}")
+    with pytest.raises(inputs.DatasetNotFoundError, match=r"config\.data\.name='sysu_mm01'.*tfds build"):
+        inputs.load_sources(c.data)
+    with pytest.raises(ValueError, match="only builds synthetic"):
+        inputs.ensure_built(load("sysu.py", "--config.data.build_synthetic=True").data)
+
+
+def test_each_stage_draws_its_own_input_stream():
+    from tvilfm_jax.training.inputs import data_seed
+
+    seeds = {data_seed(s, stage) for s in range(50) for stage in ("base", "tvilfm")}
+    assert len(seeds) == 100

@@ -1,0 +1,59 @@
+r"""Train TVI-LFM: stage 1 (base) or stage 2 (tvilfm) from an ml_collections config file.
+
+    python -m tvilfm_jax.train --config configs/sysu.py --workdir runs/sysu_base
+    python -m tvilfm_jax.train --config configs/sysu.py:stage=tvilfm --workdir runs/sysu_tvilfm \
+        --config.init.checkpoint=runs/sysu_base/variables/last
+    python -m tvilfm_jax.train --config configs/regdb.py:trial=3 --config.optim.lr_visual=2e-3 ...
+
+Without --config the embedded synthetic default runs (configs/synthetic.py). Running the same
+command again in the same workdir resumes from its latest checkpoint. Multi-host: start one
+process per host with --coordinator_address (or JAX_COORDINATOR_ADDRESS), --num_processes and
+--process_id; each feeds its share of every global batch and all write checkpoints together.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "synthetic.py")
+
+config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
+                                "experiment config file[:arg], e.g. configs/sysu.py:stage=tvilfm", lock_config=True)
+flags.DEFINE_string("workdir", None, "run directory: checkpoints, metrics.jsonl, TensorBoard, config", required=True)
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for a multi-process run")
+flags.DEFINE_integer("num_processes", None, "processes of a multi-process run")
+flags.DEFINE_integer("process_id", None, "this process's index in a multi-process run")
+flags.DEFINE_integer("stop_after_steps", None, "return after this global step without a final checkpoint, as a "
+                     "killed run would (time-boxed jobs; the next run in the workdir resumes)")
+
+
+def main(argv: list[str], make_evaluate=None) -> None:
+    """make_evaluate: experiment -> evaluate_fn(state) -> {metric: value}, the periodic evaluation
+    (see `training.loop.train`); None trains without evaluation."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    FLAGS = flags.FLAGS
+    if not FLAGS["verbosity"].present:
+        # orbax logs every checkpoint step at INFO; --verbosity=0 brings that back.
+        logging.set_verbosity(logging.WARNING)
+    # Before anything touches a device.
+    from tvilfm_jax.training import mesh
+
+    mesh.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    from tvilfm_jax.training import loop
+    from tvilfm_jax.training.config import ConfigError
+    from tvilfm_jax.training.inputs import DatasetNotFoundError
+
+    try:
+        loop.run(FLAGS.config, FLAGS.workdir, make_evaluate=make_evaluate, stop_after=FLAGS.stop_after_steps)
+    except (ConfigError, DatasetNotFoundError, loop.NonFiniteLossError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,177 @@
+"""Resumable training checkpoints (orbax `CheckpointManager`) and variables exports.
+
+Layout of a workdir:
+  checkpoints/<step>/   latest checkpoints (the last `keep` of them), each with the items
+                        state (TrainState: params, batch_stats, opt_state, step, rng),
+                        data  (the grain iterator state, one file per process),
+                        meta  (JSON: epoch, loop accumulators, best metric so far, input layout)
+  best/<step>/          the best checkpoint by `config.train.best_metric` (ties: the later one)
+  variables/last, variables/best
+                        {"params", "batch_stats"} + ModelConfig in the `tvilfm_jax.checkpoints`
+                        layout, what a stage-2 run (`init.checkpoint`) or an evaluation loads
+
+Every process calls every save and restore here (orbax coordinates them, the primary host
+writes the replicated arrays); the workdir must be on a file system all hosts share.
+Latest checkpoints are written asynchronously: `save` returns once the arrays are copied off
+the devices, so the next (donating) step can run while files are written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+
+from tvilfm_jax import checkpoints
+from tvilfm_jax.models.tvilfm import ModelConfig, add_backup
+from tvilfm_jax.training.config import architecture_differences
+from tvilfm_jax.training.state import TrainState
+
+LATEST_DIR = "checkpoints"
+BEST_DIR = "best"
+VARIABLES_DIR = "variables"
+ITEMS = ("state", "data", "meta")
+
+
+class _FrozenIteratorState:
+    """The iterator state at `save` time, for grain's checkpoint handler.
+
+    The handler reads `get_state()` when it writes, which for an asynchronous save may be after
+    the loop has already pulled further batches; this keeps the state of the saved step.
+    """
+
+    def __init__(self, state: Any):
+        self._encoded = json.dumps(state, indent=2).encode()
+
+    def get_state(self) -> bytes:
+        return self._encoded
+
+
+def _manager(directory: str, keep: int, use_async: bool) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=use_async)
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=ITEMS)
+
+
+class TrainCheckpoints:
+    """Latest and best training checkpoints of one workdir.
+
+    Args:
+      workdir: the run directory.
+      keep: how many latest checkpoints to keep.
+      use_async: write latest checkpoints in the background.
+    """
+
+    def __init__(self, workdir: str, keep: int = 2, use_async: bool = True):
+        self.workdir = os.path.abspath(workdir)
+        self.latest = _manager(os.path.join(self.workdir, LATEST_DIR), keep, use_async)
+        self._best: ocp.CheckpointManager | None = None
+
+    @property
+    def best(self) -> ocp.CheckpointManager:
+        """Opened on first use, so runs without evaluation get no best/ folder."""
+        if self._best is None:
+            # Rare saves; synchronous, so best/ never holds two steps at once.
+            self._best = _manager(os.path.join(self.workdir, BEST_DIR), 1, False)
+        return self._best
+
+    def latest_step(self) -> int | None:
+        return self.latest.latest_step()
+
+    def _args(self, state: TrainState, iterator_state: Any, meta: Mapping[str, Any]) -> ocp.args.Composite:
+        return ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=grain.checkpoint.CheckpointSave(_FrozenIteratorState(iterator_state)),
+            meta=ocp.args.JsonSave(dict(meta)),
+        )
+
+    def save(self, step: int, state: TrainState, iterator_state: Any, meta: Mapping[str, Any]) -> None:
+        """Latest checkpoint at `step` (a no-op if this step is already saved)."""
+        if step in self.latest.all_steps():
+            return
+        self.latest.save(step, args=self._args(state, iterator_state, meta), force=True)
+
+    def save_best(self, step: int, state: TrainState, iterator_state: Any, meta: Mapping[str, Any]) -> None:
+        """Replaces the best checkpoint with this step's (kept if a resumed run saved it already:
+        the re-run steps reproduce the same state)."""
+        if step not in self.best.all_steps():
+            self.best.save(step, args=self._args(state, iterator_state, meta), force=True)
+
+    def restore_meta(self) -> dict | None:
+        """The meta item of the newest latest checkpoint, None when there is none."""
+        step = self.latest.latest_step()
+        if step is None:
+            return None
+        return dict(self.latest.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+
+    def restore(self, abstract_state: TrainState, iterator: grain.DatasetIterator | None) -> tuple[TrainState, dict]:
+        """(state, meta) of the newest latest checkpoint; sets `iterator`'s state when given.
+
+        abstract_state: `jax.ShapeDtypeStruct`s with shardings (where the arrays go).
+        """
+        step = self.latest.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {os.path.join(self.workdir, LATEST_DIR)}")
+        items = dict(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
+        if iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(iterator)
+        restored = self.latest.restore(step, args=ocp.args.Composite(**items))
+        return restored["state"], dict(restored["meta"])
+
+    def wait(self) -> None:
+        self.latest.wait_until_finished()
+
+    def close(self) -> None:
+        self.latest.close()
+        if self._best is not None:
+            self._best.close()
+
+
+def export_variables(directory: str, state: TrainState, config: ModelConfig) -> str:
+    """Writes state's {"params", "batch_stats"} + `config` in the `tvilfm_jax.checkpoints` layout.
+
+    Collective: every process calls it with the replicated global arrays; process 0 writes the
+    config file. Replaces an earlier export in `directory`.
+    """
+    directory = os.path.abspath(directory)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(directory, checkpoints.VARIABLES_DIR), state.variables(), force=True)
+    checkpointer.wait_until_finished()
+    if jax.process_index() == 0:
+        tmp = os.path.join(directory, checkpoints.CONFIG_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(config.to_json())
+        os.replace(tmp, os.path.join(directory, checkpoints.CONFIG_FILE))
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"export_variables {directory}")
+    return directory
+
+
+def load_init_variables(directory: str, config: ModelConfig) -> dict:
+    """Variables (numpy) of a `tvilfm_jax.checkpoints` directory, shaped for `config`.
+
+    The stored ModelConfig must build the same architecture (compute dtype aside); a stage-2
+    model (`config.backup`) started from a checkpoint without backups gets them copied from
+    gem/neck (SPEC §1.7), one with backups (an official stage-2 checkpoint) keeps its own.
+    """
+    stored = checkpoints.load_config(directory)
+    differences = architecture_differences(stored, config)
+    if differences:
+        raise ValueError(f"init.checkpoint {directory}: its model differs from the configured one: "
+                         f"{'; '.join(differences)} (stored vs configured)")
+    if stored.backup and not config.backup:
+        raise ValueError(f"init.checkpoint {directory} is a stage-2 checkpoint (it has backup_gem/backup_neck); "
+                         f"stage 'base' starts from a stage-1 or converted ImageNet/CLIP checkpoint")
+    _, variables = checkpoints.load_checkpoint(directory)
+    if config.backup and not stored.backup:
+        logging.info("init.checkpoint %s has no backups: copying gem/neck to backup_gem/backup_neck", directory)
+        variables = jax.tree_util.tree_map(np.asarray, add_backup(variables))
+    return {k: dict(v) for k, v in variables.items()}
