@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # -qq: the machine-wide pip config names local indexes whose warnings would drown the log.
 PIP := $(PY) -m pip install --disable-pip-version-check -qq
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test bench install install-test clean
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
@@ -35,6 +35,10 @@ demo: install
 
 test: install-test
 	TVILFM_TFDS_CLI=$(TFDS_VENV)/bin/tfds JAX_PLATFORMS=cpu $(PY) -m pytest -q
+
+# JAX vs the PyTorch reference on this CPU (reduced sizes); GPU: bash benchmarks/gpu.sh
+bench: install-test
+	$(PY) -m benchmarks.run --quick
 
 clean:
 	rm -rf $(VENV) $(TFDS_VENV) build *.egg-info
