@@ -303,3 +303,32 @@ def test_clear_errors(models, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="--device 'cuda:0': CUDA is not available"):
             resolve_device("cuda:0")
+
+
+def test_the_tfds_builder_reads_the_generated_files(models, tmp_path):
+    """Generated Text/ files feed a manual TFDS build: each record carries its generated caption."""
+    import warnings
+
+    import tensorflow_datasets as tfds
+
+    from tfds_builders import reid_builder
+    from tfds_builders.regdb import regdb_dataset_builder
+    from tvilfm_jax.data.tokenizer import tokenize
+
+    root = synthetic_tree(str(tmp_path / "tree"), "regdb")
+    assert _cli(root, "regdb", models) == 0
+    captions = {m: _state(root, f"captions_{m}.json") for m in ("RGB", "IR")}
+    builder = regdb_dataset_builder.Builder(config="trial1", data_dir=str(tmp_path / "tfds"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", reid_builder.layouts.DatasetCountWarning)
+        builder.download_and_prepare(file_format="array_record",
+                                     download_config=tfds.download.DownloadConfig(manual_dir=root))
+    source = tfds.data_source("regdb/trial1", data_dir=str(tmp_path / "tfds"))
+    for split, modality in (("train_rgb", "RGB"), ("train_ir", "IR"), ("query", "IR")):
+        records = [source[split][i] for i in range(len(source[split]))]
+        assert records
+        for r in records:
+            path = r["path"].decode() if isinstance(r["path"], bytes) else r["path"]
+            caption = r["caption"].decode() if isinstance(r["caption"], bytes) else r["caption"]
+            assert caption == captions[modality][path]
+            np.testing.assert_array_equal(r["caption_ids"], tokenize(caption)[0])
