@@ -121,6 +121,31 @@ def base_config(stage: str = "base", recipe: str = "paper") -> ml_collections.Co
     c.train.eval_every_epochs = 2
     c.train.eval_start_epoch = 80
     c.train.best_metric = "rank1"
+    # Run the evaluator (section `eval` below) on that schedule; False trains without it.
+    c.train.evaluate = True
+
+    c.eval = ml_collections.ConfigDict()
+    # Read by tvilfm_jax.eval.settings.settings_from_config (image size and recipe come from
+    # data.image_size and recipe). Protocols among tvilfm_jax.eval.settings.PROTOCOLS; empty:
+    # all of the dataset's for `python -m tvilfm_jax.evaluate`, its main one (SYSU all-search,
+    # RegDB t->v, LLCM i->v) during training, as the original.
+    c.eval.protocols = ()
+    # Query modalities; the stage-1 model's text tower is untrained, so it is scored on IR only.
+    c.eval.modalities = ("ir",) if stage == "base" else ("ir", "text", "fusion", "mer")
+    # "paper" (identity caption of the query's ground truth, as the original), "non_gallery",
+    # "ir_only" (no identity information); see README.
+    c.eval.text_sources = ("paper",)
+    # Flip test-time augmentation variants to report: (False,) as the original; (False, True) both.
+    c.eval.flip = (False,)
+    # SYSU/LLCM gallery trials to score; empty: all ten.
+    c.eval.trials = ()
+    c.eval.batch_size = 128
+    # Seed of the per-query caption draws.
+    c.eval.seed = 0
+    c.eval.max_rank = 20
+    # Ranking grid of the evaluate CLI: queries shown, gallery images per query.
+    c.eval.ranking_queries = 8
+    c.eval.ranking_top_k = 10
 
     c.init = ml_collections.ConfigDict()
     # A variables checkpoint (tvilfm_jax.checkpoints layout: config.json + variables/), e.g. from

@@ -12,6 +12,7 @@ every test waits for the ones it reads:
   tvilfm     stage 2 from full's model (recipe paper), and tvilfm_clean (recipe clean)
   exploding  lr 1e-3 in epoch 0, then 5e29 (a "warmup" to an absurd lr): the loss turns inf/NaN
   evaluated  the CLI's main with a scripted evaluation hook (Rank-1 by step)
+  tvilfm_eval  stage 2 with the real evaluator (SYSU all-search, four query modalities)
 
 Compiled programs are shared through a persistent compilation cache (with a fixed
 PYTHONHASHSEED, so every process traces the same program).
@@ -57,6 +58,7 @@ TINY = [
     "--config.train.log_every_steps=1",
     "--config.train.checkpoint_every_steps=6",  # + epoch ends: steps 4, 6, 8, 12
     "--config.train.keep_checkpoints=20",
+    "--config.train.evaluate=False",  # the runs below that evaluate say so
 ]
 
 
@@ -137,6 +139,8 @@ def second_wave(runs):
     runs.start("tvilfm_clean", f"--config.init.checkpoint={base_model}", stage="tvilfm,recipe=clean")
     runs.start("evaluated", "--config.train.eval_start_epoch=2", "--config.train.eval_every_epochs=1",
                program=("-c", EVALUATED))
+    runs.start("tvilfm_eval", f"--config.init.checkpoint={base_model}", "--config.train.evaluate=True",
+               "--config.train.eval_start_epoch=2", "--config.train.eval_every_epochs=1", stage="tvilfm")
     return runs
 
 
@@ -342,3 +346,20 @@ def test_evaluation_hook_schedule_and_best_checkpoint(second_wave):
     config, best = load_model(workdir / "variables" / "best")
     assert_trees_close(best, saved_state(workdir, 12), 0, 0, "best export vs step-12 checkpoint")
     assert not (runs.wait("full") / "best").exists()  # no evaluation, no best checkpoint
+
+
+def test_training_runs_the_evaluator_and_keeps_the_best_model(second_wave):
+    runs = second_wave
+    workdir = runs.wait("tvilfm_eval")
+    evals = records(workdir, "eval")
+    assert [(r["step"], r["epoch"]) for r in evals] == [(8, 1), (12, 2)]
+    for r in evals:
+        for modality in ("ir", "text", "fusion", "mer"):
+            assert 0.0 <= r[f"{modality}/R1"] <= r[f"{modality}/R10"] <= 100.0
+            assert 0.0 < r[f"{modality}/mAP"] <= 100.0
+        assert r["rank1"] == r["mer/R1"]  # MER is the main stage-2 number, as the original's CAT_EVAL
+    best_step = max(evals, key=lambda r: (r["rank1"], r["step"]))["step"]
+    assert [p.name for p in (workdir / "best").iterdir()] == [str(best_step)]
+    config, best = load_model(workdir / "variables" / "best")
+    assert config.backup
+    assert_trees_close(best, saved_state(workdir, best_step), 0, 0, "best export vs its checkpoint")

@@ -31,9 +31,24 @@ flags.DEFINE_integer("stop_after_steps", None, "return after this global step wi
                      "killed run would (time-boxed jobs; the next run in the workdir resumes)")
 
 
+def evaluator(experiment):
+    """The periodic evaluation of `config.eval` on the dataset's test split (tvilfm_jax.eval)."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from tvilfm_jax.eval.runner import make_evaluate_fn
+
+    if jax.process_count() > 1:
+        logging.warning("evaluation during multi-process training is not supported: training without it; "
+                        "evaluate the exported variables with `python -m tvilfm_jax.evaluate`")
+        return None
+    sharding = NamedSharding(experiment.mesh, PartitionSpec("data"))
+    return make_evaluate_fn(experiment.config, experiment.model, sharding=sharding)
+
+
 def main(argv: list[str], make_evaluate=None) -> None:
     """make_evaluate: experiment -> evaluate_fn(state) -> {metric: value}, the periodic evaluation
-    (see `training.loop.train`); None trains without evaluation."""
+    (see `training.loop.train`); None uses `evaluator` unless `config.train.evaluate` is False."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     FLAGS = flags.FLAGS
@@ -49,6 +64,8 @@ def main(argv: list[str], make_evaluate=None) -> None:
     from tvilfm_jax.training.inputs import DatasetNotFoundError
 
     try:
+        if make_evaluate is None and FLAGS.config.train.evaluate:
+            make_evaluate = evaluator
         loop.run(FLAGS.config, FLAGS.workdir, make_evaluate=make_evaluate, stop_after=FLAGS.stop_after_steps)
     except (ConfigError, DatasetNotFoundError, loop.NonFiniteLossError) as err:
         print(f"error: {err}", file=sys.stderr)
