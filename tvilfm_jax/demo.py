@@ -22,11 +22,9 @@ from tvilfm_jax.data.images import load_image
 from tvilfm_jax.data.layouts import read_sysu
 from tvilfm_jax.data.synthetic import write_tree
 from tvilfm_jax.data.tokenizer import tokenize
+from tvilfm_jax.data.transforms import normalize
 from tvilfm_jax.models.text import TextConfig
 from tvilfm_jax.models.tvilfm import TVILFM, ModelConfig, add_backup, init_variables
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 def _count(tree) -> int:
@@ -34,8 +32,8 @@ def _count(tree) -> int:
 
 
 def _normalise(images: np.ndarray) -> jnp.ndarray:
-    """uint8 [N, H, W, 3] -> ImageNet-normalised float32."""
-    return jnp.asarray((images.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD)
+    """uint8 [N, H, W, 3] -> ImageNet-normalised float32 (the test-time transform)."""
+    return jnp.asarray(np.stack([normalize(img) for img in images]))
 
 
 def _shapes(tree) -> str:

@@ -5,7 +5,8 @@
   (a backpack is not visible from the front) and drop or reorder parts from shot to shot.
 - `llm_rephrase`: what the Vicuna rephraser produced from a caption: one to three sentences with
   synonyms, occasional preambles, and, for IR captions, occasional hallucinated colours that
-  `remove_colour_words` then strips, as the released colour filter did.
+  the project's colour filter (`tvilfm_jax.generators.colour_filter`) then strips, as the
+  released colour filter did.
 """
 
 from __future__ import annotations
@@ -15,17 +16,9 @@ import re
 
 import numpy as np
 
-from .people import BAGS, COLOURS, HAIR_COLOURS, Person
+from tvilfm_jax.generators.colour_filter import remove_colours
 
-# Every colour or tone word the generators here can produce, plus common ones a checker should
-# also reject. IR text must contain none of them.
-COLOUR_WORDS = frozenset(COLOURS) | frozenset(HAIR_COLOURS) | frozenset({
-    "gray", "dark", "light", "navy", "beige", "khaki", "tan", "crimson", "maroon", "golden",
-    "silver", "cream", "violet", "teal", "turquoise", "colorful", "colourful",
-})
-_COLOUR_RE = re.compile(
-    r"\b(?:" + "|".join(sorted(COLOUR_WORDS, key=len, reverse=True)) + r")(?:-(?:colou?red|toned))?\b",
-    re.IGNORECASE)
+from .people import BAGS, Person
 
 _TOP_NOUN = {"t-shirt": "t-shirt", "shirt": "shirt", "sweater": "sweater", "hoodie": "hoodie",
              "jacket": "jacket"}
@@ -222,16 +215,6 @@ def _hallucinate(text: str, rng: np.random.Generator) -> str:
     return re.sub(rf"\b{noun}\b", f"{colour} {noun}", text, count=1)
 
 
-def remove_colour_words(text: str) -> str:
-    """Drops colour words (and 'X-colored' forms), then repairs spacing and articles."""
-    text = _COLOUR_RE.sub("", text)
-    text = re.sub(r"\s+", " ", text)
-    text = re.sub(r"\s+([,.])", r"\1", text).strip()
-    text = re.sub(r"\b([Aa])n (?=[^aeiouAEIOU\W])", r"\1 ", text)
-    text = re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", r"\1n ", text)
-    return text
-
-
 def describe(person: Person, facing: str, modality: str,
              rng: np.random.Generator) -> tuple[str, str]:
     """(description, aug_description) of one shot; IR text is colour-free."""
@@ -241,5 +224,5 @@ def describe(person: Person, facing: str, modality: str,
     if modality == "ir":
         if rng.random() < 0.25:
             rephrase = _hallucinate(rephrase, rng)
-        rephrase = remove_colour_words(rephrase)
+        rephrase = remove_colours(rephrase)
     return description, rephrase
