@@ -67,6 +67,8 @@ def base_config(stage: str = "base", recipe: str = "paper") -> ml_collections.Co
     c.data.build_synthetic = False
     # (H, W) of training images; stored 288x144 records are Lanczos-resized at load otherwise.
     c.data.image_size = (288, 144)
+    # Zero pad before the training random crop, in pixels at image_size (SPEC §5.5: 10).
+    c.data.crop_padding = 10
     # P identities x K images per modality make one global batch (B = 32).
     c.data.ids_per_batch = 8
     c.data.images_per_id = 4

@@ -173,6 +173,23 @@ def test_records_are_resized_to_the_configured_size():
     assert tb(0)["img_rgb_ori"].shape == (4, H, W, 3)
 
 
+def test_crop_padding_sets_how_far_the_random_crop_shifts():
+    """Constant grey images: any pixel of the zero border in a crop comes from the padding."""
+    grey = [dict(r, image=np.full((H, W, 3), 200, np.uint8)) for r in make_source(20, 4, seed=4)]
+    zero = transforms.normalize(np.zeros((1, 1, 3), np.uint8))[0, 0]
+
+    def border_fraction(**kwargs):
+        batch = batches((grey, grey), **kwargs)(0)
+        return np.all(batch["img_rgb_ori"] == zero, axis=-1).mean()
+
+    assert border_fraction() > 0.05  # the default pads 10 px
+    assert 0 < border_fraction(crop_padding=2) < border_fraction()
+    assert border_fraction(crop_padding=0) == 0  # the crop is the whole image
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="crop_padding"):
+            batches(sources=(grey, grey), crop_padding=bad)
+
+
 def test_read_labels_and_label_checks(sources):
     rgb, ir = sources
     labels = pipeline.read_labels(rgb)

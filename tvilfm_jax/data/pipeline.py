@@ -148,7 +148,9 @@ class TrainBatches:
       llm_aug, llm_aug_prob: each caption is replaced by its LLM rephrase with this probability,
         independently for the RGB and the IR sample (SPEC §5.3).
       image_size: (H, W) of the emitted images; records of another size are Lanczos-resized
-        at load (the 10-pixel pad of the augmentations stays).
+        at load.
+      crop_padding: zero pad before the random crop, in pixels of `image_size` (the original's
+        10 at 288x144; smaller images want a proportionally smaller shift).
       labels_rgb, labels_ir: the sources' labels if already known; read with `read_labels`
         otherwise.
     """
@@ -167,6 +169,7 @@ class TrainBatches:
         llm_aug: bool = True,
         llm_aug_prob: float = 0.5,
         image_size: tuple[int, int] = IMAGE_SIZE,
+        crop_padding: int = transforms.PAD,
         labels_rgb: np.ndarray | None = None,
         labels_ir: np.ndarray | None = None,
     ):
@@ -203,6 +206,9 @@ class TrainBatches:
         if len(image_size) != 2 or min(image_size) < 1:
             raise ValueError(f"image_size must be (height, width), got {image_size}")
         self.image_size = (int(image_size[0]), int(image_size[1]))
+        if isinstance(crop_padding, bool) or int(crop_padding) != crop_padding or crop_padding < 0:
+            raise ValueError(f"crop_padding must be an int >= 0, got {crop_padding!r}")
+        self.crop_padding = int(crop_padding)
         self.steps_per_epoch = sampler.steps_per_epoch(
             len(rgb_source), len(ir_source), ids_per_batch, images_per_id
         )
@@ -294,10 +300,11 @@ class TrainBatches:
             if self.with_text:
                 batch["text_rgb"][i] = rgb["rephrase_ids" if self.llm_aug and rephrase_rgb else "caption_ids"]
                 batch["text_ir"][i] = ir["rephrase_ids" if self.llm_aug and rephrase_ir else "caption_ids"]
-            padded = transforms.pad(rgb["image"])
+            padded = transforms.pad(rgb["image"], self.crop_padding)
             transforms.color1(rgb["image"], rng, padded=padded, out=batch["img_rgb_ori"][i])
             transforms.color2(rgb["image"], rng, padded=padded, out=batch["img_rgb_aug"][i])
-            transforms.thermal(ir["image"], rng, out=batch["img_ir"][i])
+            transforms.thermal(ir["image"], rng, padded=transforms.pad(ir["image"], self.crop_padding),
+                               out=batch["img_ir"][i])
             batch["target_rgb"][i] = rgb["label"]
             batch["target_ir"][i] = ir["label"]
         return batch

@@ -129,4 +129,5 @@ def make_batches(config: Any, rgb_source: Sequence[dict], ir_source: Sequence[di
         llm_aug=d.llm_aug,
         llm_aug_prob=d.llm_aug_prob,
         image_size=tuple(d.image_size),
+        crop_padding=d.crop_padding,
     )
