@@ -237,7 +237,7 @@ def test_synthetic_builder(layout, tmp_path):
         warnings.simplefilter("error", reid_builder.layouts.DatasetCountWarning)  # synthetic: no count warning
         builder.download_and_prepare()  # ArrayRecord by default: TFRecord would need TensorFlow
     assert builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD
-    assert len(list((tmp_path / "synthetic" / f"{layout}_tiny" / "1.0.0").glob("*.array_record-*"))) == 4
+    assert len(list((tmp_path / "synthetic" / f"{layout}_tiny" / "1.1.0").glob("*.array_record-*"))) == 4
     root = tmp_path / "downloads" / "synthetic" / f"{layout}_tiny"
     meta = check_build(str(tmp_path), f"synthetic/{layout}_tiny", root, layout)
     assert meta["synthetic"] is True and meta["expected_counts"] == {} and meta["layout"] == layout

@@ -54,7 +54,7 @@ def test_cli_build_equals_python_build(tmp_path):
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path, check=False)
     assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stderr[-4000:]}"
-    assert (cli_dir / "synthetic" / "sysu_tiny" / "1.0.0" / "dataset_info.json").is_file()
+    assert (cli_dir / "synthetic" / "sysu_tiny" / "1.1.0" / "dataset_info.json").is_file()
 
     synthetic_dataset_builder.Builder(config="sysu_tiny", data_dir=str(py_dir)).download_and_prepare(file_format="array_record")
     cli, python = _records(cli_dir, "synthetic/sysu_tiny"), _records(py_dir, "synthetic/sysu_tiny")

@@ -57,6 +57,12 @@ class Builder(ReIdBuilder):
     """Synthetic people; configs sysu, regdb, llcm and their *_tiny variants."""
 
     BUILDER_CONFIGS = _configs()
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        **ReIdBuilder.RELEASE_NOTES,
+        "1.1.0": "sysu: 120 training / 24 test identities, 2 images per camera (was 40 / 16, 4), so that "
+                 "features generalise to unseen people.",
+    }
 
     @property
     def layout(self) -> str:

@@ -45,7 +45,7 @@ LLCM_VIS_CAMS, LLCM_NIR_CAMS = tuple(range(1, 10)), (1, 2, 4, 5, 6, 7, 8, 9)
 REGDB_FACINGS = ("front", "back")  # RegDB file names only know these two
 
 DEFAULTS: dict[str, dict[str, object]] = {
-    "sysu": {"num_train_ids": 40, "num_val_ids": None, "num_test_ids": 16, "images_per_cam": 4,
+    "sysu": {"num_train_ids": 120, "num_val_ids": None, "num_test_ids": 24, "images_per_cam": 2,
              "image_size": (288, 144), "key_prefix": "datasets/sysu/"},
     "regdb": {"num_train_ids": 24, "num_test_ids": 24, "images_per_id": 10, "num_trials": 10,
               "image_size": (128, 64), "key_prefix": "datasets/regdb/"},
