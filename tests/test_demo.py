@@ -1,4 +1,14 @@
-"""The quick-start demo runs on the synthetic default and reports every forward path."""
+"""The quick-start demo, reduced: both stages on the synthetic default, then the MER evaluation.
+
+A fresh working directory, so the synthetic dataset is built too (`tfds_data/` under the
+current directory); fewer epochs than `make demo` runs, the same data and model.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -6,15 +16,54 @@ from tvilfm_jax import demo
 
 pytestmark = pytest.mark.slow
 
+EPOCHS = ("--epochs1", "6", "--epochs2", "8")
 
-def test_demo_runs_every_forward_path(tmp_path, capsys):
-    demo.main(["--workdir", str(tmp_path), "--ids", "2", "--per-id", "2"])
-    out = capsys.readouterr().out
-    assert "wrote a synthetic SYSU-MM01 tree" in out
-    assert "stage-1 forward (RGB view1, view2, IR): features (12, 512), logits (12, 12)" in out
-    assert "stage-2 forward (+ fusion, text):       features (20, 512), logits (20, 12)" in out
-    assert "query embeddings:   ir (4, 512), text (4, 512), fusion (4, 512), mer (4, 512)" in out
-    assert "full-size TVI-LFM (dual-stem ResNet-50 + CLIP text, SYSU C=395): 88,545,153 params" in out
-    # A second run reuses the dataset it wrote.
-    demo.main(["--workdir", str(tmp_path), "--ids", "2", "--per-id", "2"])
-    assert "wrote a synthetic" not in capsys.readouterr().out
+
+def _demo(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-m", "tvilfm_jax.demo", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("demo")
+    return cwd, _demo(cwd, *EPOCHS)
+
+
+def test_demo_trains_both_stages_and_text_helps(demo_run):
+    cwd, out = demo_run
+    run = cwd / "runs" / "demo"
+    for stage in ("base", "tvilfm"):
+        assert (run / stage / "variables" / "last" / "config.json").is_file()
+        assert f"stage {stage}: trained in" in out
+    report = json.loads((run / "eval" / "report.json").read_text())
+    means = {c["text_source"]: {m: r["mean"] for m, r in c["results"].items()} for c in report["conditions"]}
+    assert set(means) == {"paper", "ir_only"}
+    assert all(set(m) == {"ir", "text", "fusion", "mer"} for m in means.values())
+    assert report["counts"]["trials"]["all"] == 10
+    # The paper's identity caption carries the colours infrared lacks.
+    assert means["paper"]["fusion"]["R1"] >= means["paper"]["ir"]["R1"], means
+    # Printed table: one row per text source and query, the numbers of the report.
+    row = next(line for line in out.splitlines() if line.startswith("paper") and "Fusion->RGB" in line)
+    assert float(row.split()[2]) == pytest.approx(means["paper"]["fusion"]["R1"], abs=0.006)
+    for name in ("cmc_sysu-all_paper_noflip.png", "ranking_sysu-all_paper_noflip.png", "report.md"):
+        assert (run / "eval" / name).stat().st_size > 0
+        assert name in out or name == "report.md"
+
+
+def test_demo_rerun_reuses_dataset_and_stages(demo_run):
+    cwd, first = demo_run
+    again = _demo(cwd, *EPOCHS)
+    assert "stage base: reusing the finished run" in again
+    assert "stage tvilfm: reusing the finished run" in again
+    table = [line for line in again.splitlines() if line.startswith(("paper", "ir_only"))]
+    assert table == [line for line in first.splitlines() if line.startswith(("paper", "ir_only"))]
+
+
+def test_demo_refuses_a_finished_stage_of_another_config(demo_run):
+    cwd, _ = demo_run
+    with pytest.raises(demo.DemoError, match="differs in .*train"):
+        demo._stage_done(demo.load_config("base", 5), cwd / "runs" / "demo" / "base")

@@ -1,98 +1,177 @@
-"""`python -m tvilfm_jax.demo`: the quick-start run on the embedded synthetic default.
+"""`python -m tvilfm_jax.demo`: the quick-start run, end to end on the embedded synthetic default.
 
-What it does today: writes a small synthetic SYSU-MM01-layout dataset (drawn people, captions),
-reads and validates it, builds the TVI-LFM network in a small configuration, and runs every
-forward path on a real batch of those people — stage-1 and stage-2 training forwards, gallery
-and IR / Text / Fusion / MER query embeddings — printing shapes and parameter counts, plus the
-parameter count of the full-size (ResNet-50 + CLIP text) model.
+    python -m tvilfm_jax.demo [--workdir runs/demo] [--epochs1 N] [--epochs2 N] [--fresh]
+
+1. builds the synthetic SYSU-MM01-layout dataset (`synthetic/sysu`, TFDS records in
+   `tfds_data/`): drawn people in groups of three that infrared cannot tell apart, with BLIP-
+   style captions that name the colours only the RGB cameras see;
+2. trains stage 1 (the dual-stream VI-ReID base, `configs/synthetic.py`) in <workdir>/base;
+3. trains stage 2 (TVI-LFM: text tower + SFF fusion on the frozen stage-1 encoder, starting from
+   <workdir>/base/variables/last) in <workdir>/tvilfm;
+4. evaluates the stage-2 model on SYSU all-search (10 gallery trials) for the IR, Text, Fusion
+   and MER queries, with the paper's query text (`paper`: a caption of the query identity) and
+   with no identity text (`ir_only`: the IR image's own caption), prints one table and writes
+   the report, CMC curves and a ranking grid to <workdir>/eval.
+
+Re-running reuses the dataset and every finished stage; an interrupted stage resumes from its
+last checkpoint. Changing the epochs of a finished stage needs --fresh (or another workdir).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import importlib.util
+import json
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-from tvilfm_jax.data.images import load_image
-from tvilfm_jax.data.layouts import read_sysu
-from tvilfm_jax.data.synthetic import write_tree
-from tvilfm_jax.data.tokenizer import tokenize
-from tvilfm_jax.data.transforms import normalize
-from tvilfm_jax.models.text import TextConfig
-from tvilfm_jax.models.tvilfm import TVILFM, ModelConfig, add_backup, init_variables
+CONFIG = Path(__file__).resolve().parent.parent / "configs" / "synthetic.py"
+STAGES = ("base", "tvilfm")
+TEXT_SOURCES = ("paper", "ir_only")
+MODALITIES = ("ir", "text", "fusion", "mer")
+COLUMNS = ("R1", "R10", "mAP", "mINP")
 
 
-def _count(tree) -> int:
-    return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
+class DemoError(RuntimeError):
+    """A demo workdir that cannot be reused as asked."""
 
 
-def _normalise(images: np.ndarray) -> jnp.ndarray:
-    """uint8 [N, H, W, 3] -> ImageNet-normalised float32 (the test-time transform)."""
-    return jnp.asarray(np.stack([normalize(img) for img in images]))
+def load_config(stage: str, epochs: int = 0):
+    """configs/synthetic.py for one stage; epochs=0 keeps the config's default."""
+    spec = importlib.util.spec_from_file_location("tvilfm_configs_synthetic", CONFIG)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(f"stage={stage}" + (f",epochs={epochs}" if epochs else ""))
 
 
-def _shapes(tree) -> str:
-    return ", ".join(f"{k} {tuple(v.shape)}" for k, v in tree.items())
+def _stage_done(config, workdir: Path) -> bool:
+    """Whether `workdir` holds a finished run of exactly `config` (its variables/last export)."""
+    from tvilfm_jax.training.checkpointing import VARIABLES_DIR
+    from tvilfm_jax.training.loop import CONFIG_FILE
+
+    if not (workdir / VARIABLES_DIR / "last").is_dir():
+        return False
+    stored = json.loads((workdir / CONFIG_FILE).read_text())
+    wanted = json.loads(config.to_json())
+    changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+    if changed:
+        raise DemoError(f"{workdir} holds a finished run of another config (differs in {', '.join(changed)}); "
+                        "run with --fresh to retrain, or pick another --workdir")
+    return True
+
+
+def train_stage(config, workdir: Path) -> Path:
+    """Trains (or resumes, or reuses) one stage; returns its variables/last export."""
+    from tvilfm_jax.training import loop
+    from tvilfm_jax.training.checkpointing import VARIABLES_DIR
+
+    last = workdir / VARIABLES_DIR / "last"
+    if _stage_done(config, workdir):
+        print(f"stage {config.stage}: reusing the finished run in {workdir}")
+        return last
+    t0 = time.time()
+    loop.run(config, str(workdir))
+    print(f"stage {config.stage}: trained in {time.time() - t0:.0f} s -> {last}")
+    return last
+
+
+def evaluate(config, checkpoint: Path, output: Path) -> dict:
+    """Scores the stage-2 model on SYSU all-search for both text sources; returns
+    `eval.runner.evaluate_and_report`'s result (report, written files, flat metrics)."""
+    from tvilfm_jax.eval import runner
+
+    config = copy.deepcopy(config)  # existing keys only: the locked tree allows it
+    config.eval.protocols = ("sysu-all",)
+    config.eval.text_sources = TEXT_SOURCES
+    config.eval.modalities = MODALITIES
+    config.eval.trials = ()  # all ten
+    model_config, variables, described = runner.load_model(checkpoint)
+    return runner.evaluate_and_report(config, model_config, variables, output, checkpoint=described,
+                                      print_fn=None)
+
+
+def table(report: dict) -> tuple[str, dict]:
+    """The demo's table (one row per text source and query) and its numbers:
+    {text_source: {modality: {"R1", "R10", "mAP", "mINP"}}} in percent (mean of the trials)."""
+    from tvilfm_jax.eval.settings import MODALITY_NAMES
+
+    numbers = {}
+    lines = [f"{'query text':<10s} {'query':<12s}" + "".join(f"{c:>8s}" for c in COLUMNS)]
+    for condition in report["conditions"]:
+        source = condition["text_source"]
+        numbers[source] = {}
+        for modality, row in condition["results"].items():
+            numbers[source][modality] = {c: row["mean"][c] for c in COLUMNS}
+            lines.append(f"{source:<10s} {MODALITY_NAMES[modality] + '->RGB':<12s}"
+                         + "".join(f"{row['mean'][c]:8.2f}" for c in COLUMNS))
+    return "\n".join(lines), numbers
+
+
+def run(workdir: str | os.PathLike = "runs/demo", epochs1: int = 0, epochs2: int = 0, fresh: bool = False) -> dict:
+    """The whole demo; returns {"numbers": see `table`, "files": written report files,
+    "seconds": wall time}."""
+    from absl import logging as absl_logging
+
+    from tvilfm_jax.training.inputs import ensure_built
+
+    start = time.time()
+    workdir = Path(workdir)
+    if fresh and workdir.exists():
+        shutil.rmtree(workdir)
+    base_cfg = load_config("base", epochs1)
+    tvilfm_cfg = load_config("tvilfm", epochs2)
+
+    t0 = time.time()
+    # TFDS warns that the dataset folder it is about to build has no metadata yet: not news here.
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        ensure_built(base_cfg.data)
+    finally:
+        absl_logging.set_verbosity(verbosity)
+    print(f"dataset {base_cfg.data.name} ready in {base_cfg.data.data_dir}/ ({time.time() - t0:.0f} s)")
+
+    base_last = train_stage(base_cfg, workdir / "base")
+    with tvilfm_cfg.unlocked():
+        tvilfm_cfg.init.checkpoint = str(base_last.resolve())
+    tvilfm_last = train_stage(tvilfm_cfg, workdir / "tvilfm")
+
+    t0 = time.time()
+    result = evaluate(tvilfm_cfg, tvilfm_last, workdir / "eval")
+    text, numbers = table(result["report"])
+    seconds = time.time() - start
+    files = result["files"]
+    cmc = [f for f in files["figures"] if Path(f).name.startswith("cmc_")]
+    ranking = [f for f in files["figures"] if Path(f).name.startswith("ranking_")]
+    print(f"\nevaluated in {time.time() - t0:.0f} s: SYSU-MM01-style all-search, IR queries -> RGB gallery, "
+          f"mean of 10 gallery trials, percent")
+    print(text)
+    print("\n`paper`: the query's text is an RGB caption of its identity, as in the paper; `ir_only`: only the IR "
+          "image's own caption (no colours).")
+    print(f"report:        {files['markdown']} (and report.json)")
+    print(f"CMC curves:    {', '.join(cmc)}")
+    print(f"ranking grid:  {', '.join(ranking)}")
+    print(f"demo finished in {seconds / 60:.1f} min")
+    return {"numbers": numbers, "files": files, "seconds": seconds}
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", default="runs/demo", help="where the synthetic dataset is written")
-    parser.add_argument("--ids", type=int, default=4, help="identities in the demo batch (P)")
-    parser.add_argument("--per-id", type=int, default=2, help="images per identity and modality (K)")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--workdir", default="runs/demo", help="where the runs and the report go (default %(default)s)")
+    parser.add_argument("--epochs1", type=int, default=0, help="stage-1 epochs (default: the config's)")
+    parser.add_argument("--epochs2", type=int, default=0, help="stage-2 epochs (default: the config's)")
+    parser.add_argument("--fresh", action="store_true", help="delete the workdir's runs first")
     args = parser.parse_args(argv)
-
-    root = Path(args.workdir) / "synthetic_sysu"
-    if not root.exists() or not any(root.iterdir()):
-        t0 = time.time()
-        summary = write_tree(root, "sysu", seed=0, num_train_ids=12, num_test_ids=6, images_per_cam=2)
-        print(f"wrote a synthetic SYSU-MM01 tree to {root}: {summary['num_files']} files, "
-              f"{summary['num_ids']} identities ({time.time() - t0:.1f} s)")
-    index = read_sysu(root, synthetic=True)
-    print(f"read {root}: {len(index.train_rgb)} RGB / {len(index.train_ir)} IR training images, "
-          f"{index.num_classes} classes, {len(index.query)} IR queries")
-
-    # One P x K batch, RGB and IR aligned by identity as the sampler does.
-    h, w = 128, 64
-    labels = sorted({r.label for r in index.train_rgb} & {r.label for r in index.train_ir})[: args.ids]
-    rgb = [r for lab in labels for r in [x for x in index.train_rgb if x.label == lab][: args.per_id]]
-    ir = [r for lab in labels for r in [x for x in index.train_ir if x.label == lab][: args.per_id]]
-    rgb_img = _normalise(np.stack([load_image(root / r.path, h, w) for r in rgb]))
-    ir_img = _normalise(np.stack([load_image(root / r.path, h, w) for r in ir]))
-    text_rgb = jnp.asarray(tokenize([r.caption for r in rgb]))
-    text_ir = jnp.asarray(tokenize([r.caption for r in ir]))
-    print(f'example RGB caption: "{rgb[0].caption}"')
-    print(f'its IR partner:      "{ir[0].caption}"')
-
-    config = ModelConfig(num_classes=index.num_classes, resnet_blocks=(1, 1, 1, 1), resnet_width=16,
-                         text=TextConfig(width=64, layers=2, heads=2, embed_dim=512), backup=True)
-    model = TVILFM(config)
-    variables = add_backup(init_variables(config, jax.random.key(0), (h, w)))
-    print(f"\nsmall TVI-LFM (blocks {config.resnet_blocks}, width {config.resnet_width}, D {config.embed_dim}):")
-    for name, sub in variables["params"].items():
-        print(f"  {name:12s} {_count(sub):>12,d} params")
-
-    (feats, logits), _ = model.apply(variables, rgb_img, rgb_img, ir_img, method="stage1",
-                                     mutable=["batch_stats"])
-    print(f"stage-1 forward (RGB view1, view2, IR): features {feats.shape}, logits {logits.shape}")
-    (feats, logits), _ = model.apply(variables, rgb_img, rgb_img, ir_img, text_rgb, text_ir,
-                                     method="stage2", mutable=["batch_stats"])
-    print(f"stage-2 forward (+ fusion, text):       features {feats.shape}, logits {logits.shape}")
-    gallery = model.apply(variables, rgb_img, method="gallery_embeddings")
-    query = model.apply(variables, ir_img, text_rgb, text_ir, method="query_embeddings")
-    print(f"gallery embeddings: {_shapes(gallery)}")
-    print(f"query embeddings:   {_shapes(query)}")
-
-    full = ModelConfig(num_classes=395)
-    shapes = jax.eval_shape(lambda k: init_variables(full, k, (288, 144)), jax.random.key(0))
-    print(f"\nfull-size TVI-LFM (dual-stem ResNet-50 + CLIP text, SYSU C=395): "
-          f"{_count(shapes['params']):,d} params")
-    print("\nTraining and evaluation are not wired into this demo yet; see README.")
+    try:
+        run(args.workdir, args.epochs1, args.epochs2, args.fresh)
+    except (DemoError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
