@@ -134,7 +134,7 @@ def ranking_grid(
     cols = 1 + k
     img_h = 2.0  # inches per image row; person crops are 2:1
     text_h = 0.18 * text_lines + 0.1
-    fig_h = num_q * (img_h + text_h + 0.3) + 0.1
+    fig_h = num_q * (img_h + text_h + 0.3) + 0.25  # + room for a two-line title on top
     fig = Figure(figsize=(1.05 * cols + 0.2, fig_h), dpi=100)
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(
@@ -145,7 +145,7 @@ def ranking_grid(
         hspace=0.25,
         left=0.01,
         right=0.99,
-        top=1 - 0.3 / fig_h,
+        top=1 - 0.45 / fig_h,
         bottom=0.02,
     )
     for i in range(num_q):

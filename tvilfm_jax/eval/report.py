@@ -206,7 +206,8 @@ def ranking_figure(path: str | os.PathLike, test: TestSet, sample: RankingSample
     """The ranking grid of `sample` (query images, their texts, top-k gallery images)."""
     queries = np.stack([test.query.images[int(i)] for i in sample.query_index])
     gallery = np.stack([np.stack([test.gallery.images[int(j)] for j in row]) for row in sample.gallery_index])
-    titles = [f"{MODALITY_NAMES[sample.modality]} q{int(i)} pid {int(test.query.pids[i])} cam {int(test.query.cams[i])}"
+    # Two short lines: one line is wider than the query's image column and gets clipped.
+    titles = [f"{MODALITY_NAMES[sample.modality]} query {int(i)}\npid {int(test.query.pids[i])} cam {int(test.query.cams[i])}"
               for i in sample.query_index]
     texts = [f"[{sample.condition.label}, trial {sample.trial}] {t}" for t in sample.texts]
     return viz.ranking_grid(queries, texts, gallery, sample.matches, path, top_k=sample.gallery_index.shape[1],
