@@ -4,7 +4,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tvilfm_jax.eval.metrics import average_results, evaluate, format_row, per_query_stats
+from tvilfm_jax.eval.metrics import (
+    average_results,
+    evaluate,
+    format_row,
+    per_query_stats,
+    summarize,
+)
 from tvilfm_jax.eval.reference_metrics import reference_evaluate
 
 
@@ -162,6 +168,33 @@ def test_random_agreement_with_reference(protocol):
         assert abs(got["mINP"] - ref["mINP"]) <= 1e-6
 
 
+@pytest.mark.parametrize("protocol", ["sysu", "regdb", "llcm"])
+def test_compare_kernel_in_small_blocks_matches_sort_and_reference(monkeypatch, protocol):
+    # A tiny block makes the compare kernel loop over many blocks plus a remainder within
+    # each chunk; scores on a coarse grid give exact ties (incl. -0.0 vs 0.0) everywhere.
+    rng = np.random.default_rng(4)
+    num_q, num_g = 37, 53
+    q_pids, g_pids = rng.integers(0, 9, num_q), rng.integers(0, 8, num_g)
+    per_pid = np.bincount(g_pids)
+    width = per_pid.max()
+    table = max(num_g, np.count_nonzero(per_pid) * width) * width  # elements per query
+    monkeypatch.setattr("tvilfm_jax.eval.metrics._COMPARE_BLOCK_ELEMENTS", 3 * table)
+    q_cams, g_cams = rng.choice([3, 6], num_q), rng.integers(1, 7, num_g)
+    sim = rng.integers(-3, 4, (num_q, num_g)) * 0.25 + 0.5 * (q_pids[:, None] == g_pids)
+    sim = np.where(rng.random(sim.shape) < 0.1, -0.0, sim).astype(np.float32)
+    args = (sim, q_pids, g_pids, q_cams, g_cams, protocol)
+    ref = reference_evaluate(*args, max_rank=20)
+    for chunk in (None, 10):
+        cmp = per_query_stats(*args, chunk_size=chunk, method="compare")
+        srt = per_query_stats(*args, chunk_size=chunk, method="sort")
+        for a, b in zip(cmp, srt):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=0)
+        got = summarize(*cmp, max_rank=20)
+        np.testing.assert_allclose(got["cmc"], ref["cmc"], atol=1e-12)
+        assert abs(got["mAP"] - ref["mAP"]) <= 1e-6
+        assert abs(got["mINP"] - ref["mINP"]) <= 1e-6
+
+
 def test_string_pids_and_a_large_pid_group_agree():
     # One pid owns 200 of 320 gallery images: past the compare kernel's table bound, so
     # "auto" sorts; both kernels must still agree with the reference.
@@ -196,10 +229,12 @@ def test_bad_input_is_rejected_with_clear_errors():
         evaluate(sim, [1, 2], [1, 2, 3], [1, 1], [1, 1, 1], "sysu", method="fast")
     with pytest.raises(ValueError, match="chunk_size"):
         evaluate(sim, [1, 2], [1, 2, 3], [1, 1], [1, 1, 1], "sysu", chunk_size=0)
-    bad = sim.copy()
-    bad[1, 2] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
-        evaluate(bad, [1, 2], [1, 2, 3], [1, 1], [1, 1, 1], "sysu")
+    for value in (np.nan, np.inf, -np.inf):
+        bad = sim.copy()
+        bad[1, 2] = value
+        for method in ("compare", "sort"):
+            with pytest.raises(ValueError, match="NaN or infinite"):
+                evaluate(bad, [1, 2], [1, 2, 3], [1, 1], [1, 1, 1], "sysu", method=method)
 
 
 def test_average_results_and_format_row():
