@@ -99,44 +99,34 @@ def _check(a, b, label):
         raise SystemExit(f"{label}: the JAX metric disagrees with the reference by {diff:.2e}")
 
 
-def bench_sysu(num_trials, repeats):
-    sims, q_pids, g_pids, q_cams, g_cams = sysu_problem(num_trials)
-    print(f"SYSU-sized: {len(q_pids)} x {len(g_pids)}, {num_trials} trials, protocol sysu")
+def bench_trials(label, sims, q_pids, g_pids, q_cams, g_cams, protocol, repeats):
+    """All trials' score matrices evaluated back to back by each implementation, as the
+    evaluator runs a protocol; reports the timings and checks the mean results agree."""
+    print(f"{label}: {len(q_pids)} x {len(g_pids)}, {len(sims)} trials, protocol {protocol}")
+    args = (q_pids, g_pids, q_cams, g_cams, protocol)
 
     def run_jax():
-        return average_results([evaluate(s, q_pids, g_pids, q_cams, g_cams, "sysu") for s in sims])
+        return average_results([evaluate(s, *args) for s in sims])
 
     def run_ref():
-        return average_results(
-            [reference_evaluate(s, q_pids, g_pids, q_cams, g_cams, "sysu") for s in sims]
-        )
+        return average_results([reference_evaluate(s, *args) for s in sims])
 
     t0 = time.perf_counter()
-    evaluate(sims[0], q_pids, g_pids, q_cams, g_cams, "sysu")
+    evaluate(sims[0], *args)
     first = time.perf_counter() - t0
     t_jax, t_ref, ratio, res_jax, res_ref = _time_pairs(run_jax, run_ref, repeats)
-    _report(first, t_jax, t_ref, ratio, num_trials, repeats)
-    _check(res_jax, res_ref, "SYSU")
+    _report(first, t_jax, t_ref, ratio, len(sims), repeats)
+    _check(res_jax, res_ref, label)
     print("  " + format_row("synthetic", res_jax))
+
+
+def bench_sysu(num_trials, repeats):
+    bench_trials("SYSU-sized", *sysu_problem(num_trials), "sysu", repeats)
 
 
 def bench_regdb(num_trials, repeats):
     sims, q_pids, g_pids = regdb_trials(num_trials)
-    print(f"RegDB-sized: {len(q_pids)} x {len(g_pids)}, {num_trials} trials, protocol regdb")
-
-    def run_jax():
-        return average_results([evaluate(s, q_pids, g_pids, protocol="regdb") for s in sims])
-
-    def run_ref():
-        return average_results([reference_evaluate(s, q_pids, g_pids, protocol="regdb") for s in sims])
-
-    t0 = time.perf_counter()
-    evaluate(sims[0], q_pids, g_pids, protocol="regdb")
-    first = time.perf_counter() - t0
-    t_jax, t_ref, ratio, res_jax, res_ref = _time_pairs(run_jax, run_ref, repeats)
-    _report(first, t_jax, t_ref, ratio, num_trials, repeats)
-    _check(res_jax, res_ref, "RegDB")
-    print("  " + format_row("synthetic", res_jax))
+    bench_trials("RegDB-sized", sims, q_pids, g_pids, None, None, "regdb", repeats)
 
     print("RegDB-sized, one matrix per timed call (each JAX call follows a reference run)")
     t_jax, t_ref, ratio, res_jax, res_ref = _time_pairs(

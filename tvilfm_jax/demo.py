@@ -51,13 +51,11 @@ def load_config(stage: str, epochs: int = 0):
 def _stage_done(config, workdir: Path) -> bool:
     """Whether `workdir` holds a finished run of exactly `config` (its variables/last export)."""
     from tvilfm_jax.training.checkpointing import VARIABLES_DIR
-    from tvilfm_jax.training.loop import CONFIG_FILE
+    from tvilfm_jax.training.loop import CONFIG_FILE, config_diff
 
     if not (workdir / VARIABLES_DIR / "last").is_dir():
         return False
-    stored = json.loads((workdir / CONFIG_FILE).read_text())
-    wanted = json.loads(config.to_json())
-    changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+    changed = config_diff(json.loads((workdir / CONFIG_FILE).read_text()), json.loads(config.to_json()))
     if changed:
         raise DemoError(f"{workdir} holds a finished run of another config (differs in {', '.join(changed)}); "
                         "run with --fresh to retrain, or pick another --workdir")

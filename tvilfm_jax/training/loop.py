@@ -126,7 +126,7 @@ def _write_config(exp: Experiment, workdir: str) -> None:
         with open(path) as f:
             before = json.load(f)
         now = json.loads(text)
-        changed = sorted(_diff(before, now))
+        changed = config_diff(before, now)
         if changed:
             logging.warning("%s: the config differs from the stored one in %s; continuing with the new one",
                             workdir, ", ".join(changed))
@@ -147,9 +147,10 @@ def _write_config(exp: Experiment, workdir: str) -> None:
         os.replace(tmp, os.path.join(workdir, name))
 
 
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Sorted dotted keys (e.g. "optim.lr_visual") where two JSON-decoded configs differ."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in set(a) | set(b) for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+        return sorted(d for k in set(a) | set(b) for d in config_diff(a.get(k), b.get(k), f"{prefix}{k}."))
     return [] if a == b else [prefix.rstrip(".")]
 
 
