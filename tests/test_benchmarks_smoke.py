@@ -15,8 +15,8 @@ import pytest
 # XLA_FLAGS when the client is not started yet, which would last for the rest of the test session.
 jax.devices()
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("torchvision")
+import torch
+import torchvision  # noqa: F401 - the smoke run needs it
 
 from benchmarks import run  # noqa: E402
 from benchmarks import torch_reference as tref  # noqa: E402

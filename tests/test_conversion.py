@@ -8,6 +8,7 @@ embeddings are checked against a PyTorch computation of SPEC §6.2-6.3.
 import collections
 import json
 import os
+import sys
 
 import jax
 import numpy as np
@@ -20,11 +21,11 @@ from tvilfm_jax.conversion.resnet import convert_torchvision_resnet
 from tvilfm_jax.models.text import TextConfig
 from tvilfm_jax.models.tvilfm import TVILFM, ModelConfig
 
-torch = pytest.importorskip("torch")
+import torch
 nn = torch.nn
 F = torch.nn.functional
 
-from test_models_visual import (  # shared PyTorch references; imported after torch is known to exist
+from test_models_visual import (  # shared PyTorch references
     TorchDualResNet,
     nchw,
     randomize_batchnorm,
@@ -303,3 +304,15 @@ def test_convert_cli_official_stage1_with_backup_copy(tmp_path):
     with pytest.raises(SystemExit, match="no backup_pool"):
         convert.main([*common, "--backup", "checkpoint", "--output", str(tmp_path / "other")])
     assert not os.path.exists(tmp_path / "other")
+
+
+def test_convert_without_torch_says_which_extra_to_install(tmp_path, monkeypatch):
+    """torch is the `convert` extra, not a core dependency: its absence is one line, no traceback."""
+    from tvilfm_jax import convert
+
+    path = tmp_path / "weights.pth"
+    torch.save({"w": torch.zeros(2)}, path)
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ModuleNotFoundError
+    with pytest.raises(SystemExit, match=r"needs torch: pip install 'tvilfm-jax\[convert\]'"):
+        convert.main(["--kind", "official", "--input", str(path), "--num-classes", "3",
+                      "--output", str(tmp_path / "out")])

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from test_generators_trees import synthetic_tree
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch
+import transformers
 pytestmark = pytest.mark.torch
 
 from tvilfm_jax.data.layouts import read_layout

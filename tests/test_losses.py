@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from tvilfm_jax import losses
 
-torch = pytest.importorskip("torch")
+import torch
 pytestmark = pytest.mark.torch
 
 

@@ -21,7 +21,7 @@ from tvilfm_jax.conversion.clip_text import (
 from tvilfm_jax.conversion.common import ConversionError, StateDict
 from tvilfm_jax.models.text import CLIPTextEncoder, TextConfig
 
-torch = pytest.importorskip("torch")
+import torch
 pytestmark = pytest.mark.torch
 
 SMALL = TextConfig(vocab_size=100, context_length=16, width=32, layers=2, heads=4, embed_dim=24)

@@ -16,7 +16,7 @@ from tvilfm_jax.models.gem import GeM
 from tvilfm_jax.models.neck import BNNeck
 from tvilfm_jax.models.resnet import DualResNet
 
-torch = pytest.importorskip("torch")
+import torch
 nn = torch.nn
 
 

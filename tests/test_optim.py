@@ -195,7 +195,7 @@ def test_frozen_parameters_are_bit_identical_after_steps(params, stage):
 
 def test_update_equals_adam_with_coupled_l2():
     """One label, two steps: (g + wd*theta) -> Adam moments -> -lr*factor, as torch.optim.Adam."""
-    torch = pytest.importorskip("torch")
+    import torch
     cfg = optim_config(warmup_epochs=0, milestones=())
     theta0 = np.random.default_rng(0).standard_normal(6).astype(np.float32)
     grads = [np.random.default_rng(s).standard_normal(6).astype(np.float32) for s in (1, 2)]

@@ -222,7 +222,7 @@ def test_bad_records_and_arguments_raise_clear_errors(sources):
 @pytest.fixture(scope="module")
 def tfds_regdb_tiny(tmp_path_factory):
     """The `synthetic/regdb_tiny` TFDS dataset, built (no TensorFlow) into a temporary data_dir."""
-    builders = pytest.importorskip("tfds_builders.synthetic.synthetic_dataset_builder")
+    from tfds_builders.synthetic import synthetic_dataset_builder as builders
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     builders.Builder(config="regdb_tiny", data_dir=data_dir).download_and_prepare(file_format="array_record")
     return data_dir

@@ -86,8 +86,8 @@ def test_pad_and_crop_reject_bad_input():
 
 @pytest.mark.torch
 def test_pad_crop_flip_normalize_equal_torchvision_with_fixed_offsets():
-    torch = pytest.importorskip("torch")
-    tvf = pytest.importorskip("torchvision.transforms.functional")
+    import torch
+    from torchvision.transforms import functional as tvf
     img = random_image(2)
     h, w = img.shape[:2]
     for top, left, flip in [(0, 0, False), (20, 20, True), (7, 13, True), (15, 2, False)]:

@@ -25,7 +25,11 @@ def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     `model`, or a TorchScript archive (OpenAI CLIP's `RN50.pt`). Pickled objects other than
     tensors are refused (`weights_only=True`), so an untrusted file cannot run code.
     """
-    import torch
+    try:
+        import torch
+    except ModuleNotFoundError as err:  # torch is an extra: only reading .pth files needs it
+        raise ConversionError(
+            "reading PyTorch checkpoints needs torch: pip install 'tvilfm-jax[convert]'") from err
 
     path = os.fspath(path)
     if not os.path.isfile(path):
