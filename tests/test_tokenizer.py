@@ -24,7 +24,7 @@ CTX = 77
 def reference():
     spec = importlib.util.find_spec("clip")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("the `openai-clip` package (test extra) is not installed")
+        pytest.fail("the `openai-clip` package (test extra) is not installed: pip install -e '.[test]'")
     folder = spec.submodule_search_locations[0]
     path = os.path.join(folder, "simple_tokenizer.py")
     vocab = os.path.join(folder, "bpe_simple_vocab_16e6.txt.gz")
