@@ -18,7 +18,8 @@ from tvilfm_jax.eval import metrics, scoring, texts
 from tvilfm_jax.eval.features import FeatureExtractor
 from tvilfm_jax.eval.runner import Evaluator
 from tvilfm_jax.eval.settings import PROTOCOLS, EvalSettings
-from tvilfm_jax.eval.testset import from_layout, resize_image
+from tvilfm_jax.data.images import resize
+from tvilfm_jax.eval.testset import from_layout
 from tvilfm_jax.models.text import TextConfig
 from tvilfm_jax.models.tvilfm import TVILFM, ModelConfig, add_backup, init_variables
 
@@ -60,7 +61,7 @@ def images():
 
 
 def _normalised(images):
-    return jnp.asarray(np.stack([normalize(resize_image(im, HW)) for im in images]))
+    return jnp.asarray(np.stack([normalize(resize(im, HW)) for im in images]))
 
 
 def _close(a, b, tol=2e-5):

@@ -23,17 +23,24 @@ class ImageReadError(ValueError):
     """An image file is missing, unreadable or corrupt; the message names the file."""
 
 
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Lanczos resize (the original's resampling) of uint8 [h, w, 3] to `size` = (H, W)."""
+    if image.shape[:2] == tuple(size):
+        return image
+    height, width = size
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
+
+
 def load_image(path: str | os.PathLike, height: int = IMAGE_HEIGHT, width: int = IMAGE_WIDTH) -> np.ndarray:
     """Decodes `path` to uint8 [height, width, 3]: PIL open, convert RGB, Lanczos resize."""
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
-        image = image.resize((width, height), Image.Resampling.LANCZOS)
+            decoded = np.asarray(image.convert("RGB"), dtype=np.uint8)
     except FileNotFoundError:
         raise ImageReadError(f"image file {os.fspath(path)} does not exist") from None
     except _PIL_ERRORS as err:
         raise ImageReadError(f"cannot decode image {os.fspath(path)}: {err}") from None
-    array = np.asarray(image, dtype=np.uint8)
+    array = resize(decoded, (height, width))
     if array.shape != (height, width, 3):  # defensive: convert("RGB") guarantees 3 channels
         raise ImageReadError(f"image {os.fspath(path)} decoded to shape {array.shape}, expected ({height}, {width}, 3)")
     return array

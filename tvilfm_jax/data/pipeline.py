@@ -27,9 +27,8 @@ from typing import Any
 import grain
 import numpy as np
 from absl import flags
-from PIL import Image
 
-from tvilfm_jax.data import sampler, transforms
+from tvilfm_jax.data import images, sampler, transforms
 
 # Keeps the per-example random streams apart from the sampler's (sampler.SAMPLER_STREAM).
 EXAMPLE_STREAM = 1
@@ -125,14 +124,6 @@ def tfds_train_sources(name: str, data_dir: str | None = None) -> tuple[TfdsTrai
         TfdsTrainRecords(tfds.data_source(name, split=split, data_dir=data_dir, download=False))
         for split in ("train_rgb", "train_ir")
     )
-
-
-def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Lanczos resize (the original's resampling) of uint8 [h, w, 3] to `size` = (H, W)."""
-    if img.shape[:2] == tuple(size):
-        return img
-    height, width = size
-    return np.asarray(Image.fromarray(img).resize((width, height), Image.Resampling.LANCZOS))
 
 
 class TrainBatches:
@@ -247,7 +238,7 @@ class TrainBatches:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"{where}: 'image' must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
         label = int(np.asarray(_field(record, "label", where)))
-        out = {"image": _resize(image, self.image_size), "label": label}
+        out = {"image": images.resize(image, self.image_size), "label": label}
         if self.with_text:
             keys = ("caption_ids", "rephrase_ids") if self.llm_aug else ("caption_ids",)
             for key in keys:

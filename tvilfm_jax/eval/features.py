@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from tvilfm_jax.data.images import resize
 from tvilfm_jax.data.tokenizer import tokenize
 from tvilfm_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from tvilfm_jax.eval.testset import resize_image
 from tvilfm_jax.models.fusion import fuse
 
 MODALITIES = ("rgb", "ir")
@@ -169,7 +169,7 @@ class FeatureExtractor:
                 image = np.asarray(images[i])
                 if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
                     raise ValueError(f"image {i} must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
-                out[j] = resize_image(image, self.image_size)
+                out[j] = resize(image, self.image_size)
             return out, stop - start
 
         starts = range(0, len(images), batch)

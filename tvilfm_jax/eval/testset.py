@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from tvilfm_jax.data.images import IMAGE_HEIGHT, IMAGE_WIDTH, load_image
 
@@ -36,14 +35,6 @@ class TestDataError(ValueError):
     """Test records or their metadata are missing or malformed; the message names the source."""
 
     __test__ = False  # not a pytest test class
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Lanczos resize (the original's resampling) of uint8 [h, w, 3] to `size` = (H, W)."""
-    if image.shape[:2] == tuple(size):
-        return image
-    height, width = size
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
 
 
 class RecordImages(Sequence):
