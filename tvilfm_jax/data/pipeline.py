@@ -177,17 +177,14 @@ class TrainBatches:
         self.ids_per_batch = ids_per_batch
         self.images_per_id = images_per_id
         self.global_batch = ids_per_batch * images_per_id
-        if process_count < 1 or not 0 <= process_index < process_count:
-            raise ValueError(
-                f"need 0 <= process_index < process_count, got {process_index} of {process_count}"
-            )
-        if self.global_batch % process_count:
-            raise ValueError(
-                f"global batch {self.global_batch} is not divisible by process_count {process_count}"
-            )
         self.process_index = process_index
         self.process_count = process_count
-        self.batch_size = self.global_batch // process_count
+        # This process's positions in every global batch (they also key each example's rng);
+        # a bad process split fails here.
+        self._columns = sampler.process_share(
+            np.arange(self.global_batch), self.global_batch, process_index, process_count
+        )[0]
+        self.batch_size = len(self._columns)
         self.seed = seed
         self.with_text = with_text
         self.llm_aug = llm_aug
@@ -257,8 +254,6 @@ class TrainBatches:
             raise ValueError(f"step must be >= 0, got {step}")
         epoch, in_epoch = divmod(step, self.steps_per_epoch)
         order_rgb, order_ir = self._order(epoch)
-        lo = self.process_index * self.batch_size
-        rows = range(lo, lo + self.batch_size)
         b, (h, w) = self.batch_size, self.image_size
         batch = {
             "img_rgb_ori": np.empty((b, h, w, 3), np.float32),
@@ -270,7 +265,7 @@ class TrainBatches:
         if self.with_text:
             batch["text_rgb"] = np.empty((b, TEXT_LENGTH), np.int32)
             batch["text_ir"] = np.empty((b, TEXT_LENGTH), np.int32)
-        for i, col in enumerate(rows):
+        for i, col in enumerate(self._columns.tolist()):
             i_rgb, i_ir = int(order_rgb[in_epoch, col]), int(order_ir[in_epoch, col])
             rgb = self._record(self.rgb_source, i_rgb, "RGB")
             ir = self._record(self.ir_source, i_ir, "IR")
