@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from tvilfm_jax.data.pipeline import TrainBatches
+from tvilfm_jax.data.pipeline import TfdsTrainRecords, TrainBatches
 
 SYNTHETIC_PREFIX = "synthetic/"
 
@@ -69,7 +69,10 @@ def ensure_built(data_cfg: Any) -> None:
 
 
 def load_sources(data_cfg: Any) -> tuple[Sequence[dict], Sequence[dict], int | None]:
-    """(train_rgb, train_ir, num_classes from the dataset metadata or None)."""
+    """(train_rgb, train_ir, num_classes from the dataset metadata or None).
+
+    The splits come as `TfdsTrainRecords`, which decode only the fields training reads.
+    """
     import tensorflow_datasets as tfds
 
     ensure_built(data_cfg)
@@ -88,7 +91,7 @@ def load_sources(data_cfg: Any) -> tuple[Sequence[dict], Sequence[dict], int | N
             raise KeyError(f"TFDS dataset {data_cfg.name!r} has no split {split!r} (splits: {sorted(splits)})")
     info = tfds.builder(data_cfg.name, data_dir=data_dir).info
     num_classes = info.metadata.get("num_classes") if info.metadata else None
-    return splits["train_rgb"], splits["train_ir"], num_classes
+    return TfdsTrainRecords(splits["train_rgb"]), TfdsTrainRecords(splits["train_ir"]), num_classes
 
 
 def num_classes_of(labels_rgb: np.ndarray, labels_ir: np.ndarray, declared: int | None) -> int:
