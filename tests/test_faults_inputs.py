@@ -1,0 +1,71 @@
+"""Faults in what a user feeds in (issue 19): damaged index files, stale TFDS build folders,
+broken .pth files, and a stage-1 model evaluated as a stage-2 one. Each error names its cause."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from tvilfm_jax.data.layouts import DatasetError, read_layout
+from tvilfm_jax.data.synthetic import write_tree
+
+TINY = {
+    "sysu": dict(num_train_ids=2, num_val_ids=1, num_test_ids=2, images_per_cam=1, image_size=(32, 16)),
+    "regdb": dict(num_train_ids=2, num_test_ids=2, images_per_id=2, num_trials=1, image_size=(32, 16)),
+    "llcm": dict(num_train_ids=2, num_test_ids=2, images_per_cam=1, image_size=(32, 16)),
+}
+CONTENTS = {
+    # Not UTF-8: what a split file overwritten by a binary (or saved as UTF-16) looks like.
+    "binary": b"\xff\xfe\x00\x81\x00binary\xc3",
+    "empty": b"",
+    "blank": b"\n\n",
+}
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory):
+    """Pristine tiny synthetic trees, one per layout (copied before damaging)."""
+    base = tmp_path_factory.mktemp("pristine")
+    for layout, sizes in TINY.items():
+        write_tree(base / layout, layout, seed=0, **sizes)
+    return base
+
+
+def _read(root, layout):
+    return read_layout(root, layout, trial=1 if layout == "regdb" else None, synthetic=True)
+
+
+@pytest.mark.parametrize("layout, relative, content, expected", [
+    ("sysu", "exp/train_id.txt", "binary", "id file {root}/exp/train_id.txt is not UTF-8 text"),
+    ("sysu", "exp/test_id.txt", "binary", "id file {root}/exp/test_id.txt is not UTF-8 text"),
+    ("llcm", "idx/test_id.txt", "binary", "id file {root}/idx/test_id.txt is not UTF-8 text"),
+    ("llcm", "idx/train_vis.txt", "binary", "split file {root}/idx/train_vis.txt is not UTF-8 text"),
+    ("regdb", "idx/train_visible_1.txt", "binary", "split file {root}/idx/train_visible_1.txt is not UTF-8 text"),
+    ("regdb", "idx/test_thermal_1.txt", "binary", "split file {root}/idx/test_thermal_1.txt is not UTF-8 text"),
+    # Empty test splits used to pass and fail in TFDS ("No examples were yielded"); empty training
+    # splits were only reported as labels missing from the other modality.
+    ("regdb", "idx/test_thermal_1.txt", "empty", "empty split files (expected '<relative path> <label>' lines) [1]: idx/test_thermal_1.txt"),
+    ("regdb", "idx/test_visible_1.txt", "blank", "empty split files (expected '<relative path> <label>' lines) [1]: idx/test_visible_1.txt"),
+    ("regdb", "idx/train_thermal_1.txt", "empty", "empty split files (expected '<relative path> <label>' lines) [1]: idx/train_thermal_1.txt"),
+    ("llcm", "idx/train_nir.txt", "empty", "empty split files (expected '<relative path> <label>' lines) [1]: idx/train_nir.txt"),
+])
+def test_damaged_index_files_are_validation_errors_naming_the_file(trees, tmp_path, layout, relative, content, expected):
+    root = tmp_path / layout
+    shutil.copytree(trees / layout, root)
+    (root / relative).write_bytes(CONTENTS[content])
+    with pytest.raises(DatasetError, match=re.escape(expected.format(root=root))):
+        _read(root, layout)
+
+
+def test_a_split_left_empty_is_a_validation_error(trees, tmp_path):
+    """SYSU test ids whose IR folders are all gone leave no query; TFDS cannot write that."""
+    root = tmp_path / "sysu"
+    shutil.copytree(trees / "sysu", root)
+    test_ids = [int(x) for x in (root / "exp/test_id.txt").read_text().split(",") if x.strip()]
+    for cam in (3, 6):
+        for pid in test_ids:
+            shutil.rmtree(root / f"cam{cam}" / f"{pid:04d}", ignore_errors=True)
+    with pytest.raises(DatasetError, match=r"nothing left to write .*: no query images$"):
+        read_layout(root, "sysu", with_text=False, synthetic=True)
