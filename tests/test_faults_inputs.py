@@ -3,11 +3,14 @@ broken .pth files, and a stage-1 model evaluated as a stage-2 one. Each error na
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import time
 
 import pytest
 
+from tfds_builders.synthetic import synthetic_dataset_builder
 from tvilfm_jax.data.layouts import DatasetError, read_layout
 from tvilfm_jax.data.synthetic import write_tree
 
@@ -69,3 +72,26 @@ def test_a_split_left_empty_is_a_validation_error(trees, tmp_path):
             shutil.rmtree(root / f"cam{cam}" / f"{pid:04d}", ignore_errors=True)
     with pytest.raises(DatasetError, match=r"nothing left to write .*: no query images$"):
         read_layout(root, "sysu", with_text=False, synthetic=True)
+
+
+def test_a_build_removes_what_killed_builds_left(tmp_path):
+    """kill -9 during a TFDS build leaves incomplete.<6 chars>_<version>/; the next build clears
+    those of its own version that nothing touches any more."""
+    config_dir = tmp_path / "synthetic" / "regdb_tiny"
+    builder = synthetic_dataset_builder.Builder(config="regdb_tiny", data_dir=str(tmp_path))
+    version = str(builder.version)
+    killed, other_version, active = (config_dir / f"incomplete.{s}" for s in (f"K1LLED_{version}", "OLDVER_0.9.0",
+                                                                                   f"ACT1VE_{version}"))
+    for folder in (killed, other_version, active):
+        (folder / "synthetic-train_rgb.array_record-00000-of-00001").parent.mkdir(parents=True)
+        (folder / "synthetic-train_rgb.array_record-00000-of-00001").write_bytes(b"partial")
+    an_hour_ago = time.time() - 3600
+    for path in (killed, killed / "synthetic-train_rgb.array_record-00000-of-00001", other_version):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    in_an_hour = time.time() + 3600  # still being written by a build that runs alongside
+    os.utime(active / "synthetic-train_rgb.array_record-00000-of-00001", (in_an_hour, in_an_hour))
+
+    builder.download_and_prepare(file_format="array_record")
+    assert builder.is_prepared()
+    assert not killed.exists()
+    assert other_version.is_dir() and active.is_dir()
