@@ -3,6 +3,7 @@ broken .pth files, and a stage-1 model evaluated as a stage-2 one. Each error na
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ import time
 import pytest
 
 from tfds_builders.synthetic import synthetic_dataset_builder
+from tvilfm_jax import convert
 from tvilfm_jax.data.layouts import DatasetError, read_layout
 from tvilfm_jax.data.synthetic import write_tree
 
@@ -95,3 +97,45 @@ def test_a_build_removes_what_killed_builds_left(tmp_path):
     assert builder.is_prepared()
     assert not killed.exists()
     assert other_version.is_dir() and active.is_dir()
+
+
+# --- python -m tvilfm_jax.convert ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def official_pth(tmp_path_factory):
+    """A tiny official-layout stage-1 .pth (test_conversion's torch rebuild) and its CLI flags."""
+    torch = pytest.importorskip("torch")
+    from test_conversion import BLOCKS, C, TEXT, WIDTH, random_official_state_dict
+
+    model, _ = random_official_state_dict(backup=False, seed=5)
+    path = tmp_path_factory.mktemp("pth") / "base.pth"
+    torch.save(model.state_dict(), path)
+    flags = ["--kind", "official", "--num-classes", str(C),
+             "--model-json", json.dumps({"resnet_blocks": BLOCKS, "resnet_width": WIDTH, "text": TEXT})]
+    return torch, path, flags
+
+
+@pytest.mark.torch
+def test_convert_refuses_non_finite_tensors_naming_them(official_pth, tmp_path):
+    torch, path, flags = official_pth
+    state = torch.load(path, weights_only=True)
+    state["base_model.visual.GEM.p"][0] = float("nan")
+    state["classifier.BN.running_var"][:3] = float("inf")
+    torch.save(state, tmp_path / "diverged.pth")
+    with pytest.raises(SystemExit, match=re.escape(
+            f"{tmp_path / 'diverged.pth'}: 2 tensor(s) hold NaN or Inf: 'base_model.visual.GEM.p' (1 of 1 values), "
+            "'classifier.BN.running_var' (3 of 128 values); refusing to convert")):
+        convert.main([*flags, "--input", str(tmp_path / "diverged.pth"), "--output", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.torch
+def test_convert_overwrite_refusal_names_the_flag(official_pth, tmp_path):
+    _, path, flags = official_pth
+    argv = [*flags, "--input", str(path), "--output", str(tmp_path / "out")]
+    convert.main(argv)
+    with pytest.raises(SystemExit, match=re.escape(
+            f"error: {tmp_path / 'out' / 'variables'} already exists; pass --overwrite to replace it")):
+        convert.main(argv)
+    convert.main([*argv, "--overwrite"])
