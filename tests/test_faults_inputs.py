@@ -3,16 +3,24 @@ broken .pth files, and a stage-1 model evaluated as a stage-2 one. Each error na
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 
+import jax
 import pytest
 
 from tfds_builders.synthetic import synthetic_dataset_builder
-from tvilfm_jax import convert
+from tvilfm_jax import checkpoints, convert
+from tvilfm_jax.eval import runner
+from tvilfm_jax.eval.settings import EvalSettings
+from tvilfm_jax.models.text import TextConfig
+from tvilfm_jax.models.tvilfm import ModelConfig, init_variables
 from tvilfm_jax.data.layouts import DatasetError, read_layout
 from tvilfm_jax.data.synthetic import write_tree
 
@@ -139,3 +147,40 @@ def test_convert_overwrite_refusal_names_the_flag(official_pth, tmp_path):
             f"error: {tmp_path / 'out' / 'variables'} already exists; pass --overwrite to replace it")):
         convert.main(argv)
     convert.main([*argv, "--overwrite"])
+
+
+# --- python -m tvilfm_jax.evaluate --------------------------------------------------------------
+
+STAGE2_EVAL_CONFIG = """
+import ml_collections
+
+
+def get_config():
+    config = ml_collections.ConfigDict()
+    config.stage = "tvilfm"
+    config.recipe = "clean"
+    config.data = ml_collections.ConfigDict({"name": "synthetic/llcm", "image_size": (32, 16), "build_synthetic": False})
+    config.eval = ml_collections.ConfigDict({"batch_size": 8, "trials": (0,)})
+    return config
+"""
+TINY_MODEL = ModelConfig(num_classes=2, resnet_blocks=(1, 1, 1, 1), resnet_width=4,
+                         text=TextConfig(width=32, layers=1, heads=2, embed_dim=128))
+
+
+def test_evaluate_refuses_text_queries_of_a_stage1_model(trees, tmp_path):
+    """A stage-1 export (backup=false in its config.json) has an untrained text tower: its
+    Text/Fusion/MER numbers used to be reported with exit 0."""
+    variables = jax.jit(lambda key: init_variables(TINY_MODEL, key, (32, 16)))(jax.random.key(0))
+    checkpoint = checkpoints.save_variables(tmp_path / "stage1", variables, TINY_MODEL)
+    (tmp_path / "stage2.py").write_text(STAGE2_EVAL_CONFIG)
+    done = subprocess.run(
+        [sys.executable, "-m", "tvilfm_jax.evaluate", f"--config={tmp_path / 'stage2.py'}", f"--checkpoint={checkpoint}",
+         f"--dataset_root={trees / 'llcm'}", f"--output={tmp_path / 'report'}", "--noprogress"],
+        env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode != 0, done.stdout[-2000:]
+    assert (f"{checkpoint} is a stage-1 model (its config.json has backup=false: stage 'base' never trains the text "
+            "tower), but the config asks for text/fusion/mer queries") in done.stderr
+    assert not (tmp_path / "report").exists()
+    # What stays allowed: IR queries of a stage-1 model, every query of a stage-2 one.
+    runner.require_trained_text(TINY_MODEL, EvalSettings(modalities=("ir",)), checkpoint)
+    runner.require_trained_text(dataclasses.replace(TINY_MODEL, backup=True), EvalSettings(), checkpoint)

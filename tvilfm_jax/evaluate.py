@@ -43,6 +43,7 @@ def main(argv):
     try:
         model_config, variables, described = runner.load_model(_CHECKPOINT.value, workdir=_WORKDIR.value,
                                                                which=_WHICH.value)
+        runner.require_trained_text(model_config, runner.settings_from_config(config), described)
     except ValueError as err:
         raise app.UsageError(str(err)) from None
     if _DATASET_ROOT.value is None and config.get("data", {}).get("build_synthetic", False):
