@@ -79,10 +79,11 @@ def read_split(
         problems.add("missing split files", relative)
         return []
     try:
-        parsed, bad = protocols.parse_split_lines(protocols.read_text(path, "split file", "'<relative path> <label>' lines"))
+        text = protocols.read_text(path, "split file", "'<relative path> <label>' lines")
     except ValueError as err:
         problems.add("malformed split files", str(err))
         return []
+    parsed, bad = protocols.parse_split_lines(text)
     if not parsed and not bad:
         problems.add("empty split files (expected '<relative path> <label>' lines)", relative)
         return []
