@@ -279,7 +279,7 @@ def test_convert_cli_torchvision_resnet50_roundtrip(tmp_path):
         np.testing.assert_array_equal(flat_loaded[path], value, err_msg=jax.tree_util.keystr(path))
     np.testing.assert_array_equal(loaded["params"]["visual"]["body"]["layer4_2"]["conv3"]["kernel"],
                                   model.layer4[2].conv3.weight.detach().numpy().transpose(2, 3, 1, 0))
-    with pytest.raises(SystemExit, match="already exists; pass overwrite"):
+    with pytest.raises(SystemExit, match="already exists; pass --overwrite to replace it"):
         convert.main(argv)
 
 

@@ -4,7 +4,9 @@ A concrete builder only says where its dataset root is (`_dataset_root`) and whi
 RegDB trial it holds. Everything is validated before the first record is written: the layout
 reader decodes every image it will write and raises one `DatasetError` listing all problems,
 and TFDS writes into an `incomplete.*` folder that is deleted on any error, so a failed build
-leaves no records behind.
+leaves no records behind. A build killed outright (kill -9, power loss) cannot delete its
+`incomplete.*` folder; the next successful build of the same dataset version removes such
+leftovers (`remove_stale_incomplete`).
 
 Records are written as ArrayRecord unless another `file_format` is asked for: TFDS's default,
 TFRecord, needs TensorFlow.
@@ -26,11 +28,15 @@ from __future__ import annotations
 
 import abc
 import os
+import re
+import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import tensorflow_datasets as tfds
 from absl import logging
+from tensorflow_datasets.core import constants as tfds_constants
 
 from tfds_builders import schema
 from tvilfm_jax.data import layouts
@@ -70,6 +76,36 @@ def with_text_from_env() -> bool:
     return flag_from_env(TEXT_ENV)
 
 
+def remove_stale_incomplete(version_dir: Path, started: float) -> list[Path]:
+    """Deletes the `incomplete.<6 chars>_<version>` siblings of `version_dir` that nothing touched
+    since `started` (a build's start time); returns them.
+
+    TFDS builds into such a folder and renames it to `version_dir` at the end; one that is still
+    there after a build succeeded belongs to a build that was killed. A folder where any file
+    changed after `started` is left alone: another build may still be writing it (TFDS does not
+    support two builds of one dataset into one data_dir, but they should not destroy each other).
+    """
+    pattern = re.compile(rf"{re.escape(tfds_constants.INCOMPLETE_PREFIX)}[A-Z0-9]{{6}}_{re.escape(version_dir.name)}")
+    removed = []
+    for folder in sorted(version_dir.parent.glob(f"{tfds_constants.INCOMPLETE_PREFIX}*")):
+        if folder.is_dir() and pattern.fullmatch(folder.name) and _last_change(folder) < started:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _last_change(folder: Path) -> float:
+    """The latest mtime of `folder` and everything under it."""
+    latest = folder.stat().st_mtime
+    for parent, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            try:
+                latest = max(latest, os.stat(os.path.join(parent, name), follow_symlinks=False).st_mtime)
+            except FileNotFoundError:  # removed while we look: someone is working in there
+                return float("inf")
+    return latest
+
+
 class ReIdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Writes train_rgb / train_ir / query / gallery of one VI-ReID dataset (see `schema`)."""
 
@@ -99,7 +135,8 @@ class ReIdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return with_text_from_env() if self._with_text_arg is None else bool(self._with_text_arg)
 
     def download_and_prepare(self, *args, **kwargs):
-        """TFDS's, refusing to reuse a prepared build of the other text kind (see module doc)."""
+        """TFDS's, refusing to reuse a prepared build of the other text kind, and removing what
+        interrupted builds of this version left (see module doc)."""
         config = kwargs.get("download_config") or tfds.download.DownloadConfig()
         reuse = tfds.download.GenerateMode(config.download_mode) == tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
         if reuse and self.is_prepared():
@@ -110,7 +147,13 @@ class ReIdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                     f"was asked for ({TEXT_ENV} or the with_text kwarg); build into another data_dir, or rebuild "
                     "with download_mode=REUSE_CACHE_IF_EXISTS (tfds build --overwrite)"
                 )
-        return super().download_and_prepare(*args, **kwargs)
+        started = time.time()
+        result = super().download_and_prepare(*args, **kwargs)
+        removed = remove_stale_incomplete(Path(os.fspath(self.data_path)), started)
+        if removed:
+            logging.warning("%s: removed %d folder(s) left by interrupted builds: %s", self.name, len(removed),
+                            ", ".join(map(str, removed)))
+        return result
 
     @property
     @abc.abstractmethod

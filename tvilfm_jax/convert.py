@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 import jax
@@ -44,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "gem/neck (stage-2 start from a stage-1 checkpoint), none, or auto = "
                              "checkpoint if it has them else none")
     parser.add_argument("--seed", type=int, default=0, help="initialises the parts the input does not provide")
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --output")
     args = parser.parse_args(argv)
     if args.clip and args.kind != "torchvision":
         parser.error("--clip only goes with --kind torchvision (use --kind clip --input RN50.pt otherwise)")
@@ -98,6 +99,9 @@ def convert(args: argparse.Namespace) -> tuple[ModelConfig, dict]:
 
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
+    existing = os.path.abspath(os.path.join(args.output, checkpoints.VARIABLES_DIR))
+    if os.path.exists(existing) and not args.overwrite:
+        raise SystemExit(f"error: {existing} already exists; pass --overwrite to replace it")
     try:
         config, variables = convert(args)
         path = checkpoints.save_variables(args.output, variables, config, overwrite=args.overwrite)

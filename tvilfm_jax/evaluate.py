@@ -3,8 +3,9 @@
 Scores a model on every protocol of the configured dataset (SYSU all + indoor, RegDB t->v and
 v->t, LLCM i->v and v->i) for the query modalities IR / Text / Fusion / MER, the text sources
 and TTA variants of the config (`tvilfm_jax.eval.settings.settings_from_config`), and writes
-report.json, report.md and PNG figures. The logic lives in `tvilfm_jax.eval.runner`; this
-module is flags and wiring.
+report.json, report.md and PNG figures. A stage-1 model (backup=false in its config.json) is
+refused Text / Fusion / MER queries: its text tower was never trained. The logic lives in
+`tvilfm_jax.eval.runner`; this module is flags and wiring.
 
     --checkpoint DIR     a checkpoint directory (config.json + variables/, e.g. from convert)
     --workdir DIR        or a training run: its variables/<--which> export (best | last)
@@ -43,6 +44,7 @@ def main(argv):
     try:
         model_config, variables, described = runner.load_model(_CHECKPOINT.value, workdir=_WORKDIR.value,
                                                                which=_WHICH.value)
+        runner.require_trained_text(model_config, runner.settings_from_config(config), described)
     except ValueError as err:
         raise app.UsageError(str(err)) from None
     if _DATASET_ROOT.value is None and config.get("data", {}).get("build_synthetic", False):

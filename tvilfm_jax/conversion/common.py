@@ -23,7 +23,8 @@ def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Accepts a plain state_dict, a dict wrapping one under `model_state_dict`/`state_dict`/
     `model`, or a TorchScript archive (OpenAI CLIP's `RN50.pt`). Pickled objects other than
-    tensors are refused (`weights_only=True`), so an untrusted file cannot run code.
+    tensors are refused (`weights_only=True`), so an untrusted file cannot run code, and so are
+    floating tensors holding NaN or Inf (a diverged or damaged checkpoint).
     """
     try:
         import torch
@@ -56,6 +57,13 @@ def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if value.is_floating_point():
             value = value.float()
         out[str(key)] = value.numpy()
+    bad = {k: int(np.size(v) - np.isfinite(v).sum()) for k, v in out.items() if np.issubdtype(v.dtype, np.floating)}
+    bad = {k: n for k, n in bad.items() if n}
+    if bad:
+        shown = ", ".join(f"{k!r} ({n:,} of {out[k].size:,} values)" for k, n in list(bad.items())[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ConversionError(f"{path}: {len(bad)} tensor(s) hold NaN or Inf: {shown}{more}; refusing to convert "
+                              "a diverged or damaged checkpoint")
     return out
 
 

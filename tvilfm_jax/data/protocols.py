@@ -98,7 +98,7 @@ def read_id_file(path: str | os.PathLike) -> list[int]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"id file {path} does not exist (expected one line of comma-separated ids)")
-    lines = path.read_text().splitlines()
+    lines = read_text(path, "id file", "one line of comma-separated ids").splitlines()
     if not lines or not lines[0].strip():
         raise ValueError(f"id file {path} is empty (expected one line of comma-separated ids)")
     ids = []
@@ -110,6 +110,15 @@ def read_id_file(path: str | os.PathLike) -> list[int]:
         except ValueError:
             raise ValueError(f"id file {path}: {field.strip()!r} is not an integer id") from None
     return ids
+
+
+def read_text(path: str | os.PathLike, what: str, expected: str) -> str:
+    """The UTF-8 text of an index file; ValueError naming it if it is binary or another encoding."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}; "
+                         f"expected {expected})") from None
 
 
 def parse_split_lines(text: str) -> tuple[list[tuple[str, int, int]], list[tuple[int, str]]]:
@@ -139,7 +148,7 @@ def read_split_file(path: str | os.PathLike) -> list[tuple[str, int]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"split file {path} does not exist")
-    entries, bad = parse_split_lines(path.read_text())
+    entries, bad = parse_split_lines(read_text(path, "split file", "'<relative path> <label>' lines"))
     if bad:
         number, line = bad[0]
         raise ValueError(f"split file {path}, line {number}: expected '<relative path> <label>', got {line!r}")

@@ -193,15 +193,37 @@ def load_model(checkpoint: str | os.PathLike | None = None, *, workdir: str | os
     return config, variables, os.path.abspath(os.fspath(checkpoint))
 
 
+#: Query modalities that go through the text tower, which only stage 2 ("tvilfm") trains.
+TEXT_MODALITIES = ("text", "fusion", "mer")
+
+
+def require_trained_text(model_config: ModelConfig, settings: EvalSettings, source: str) -> None:
+    """Refuses to score text-based queries with a stage-1 model.
+
+    The exported config.json records the stage: only stage 2 ("tvilfm") carries the backup
+    GeM/neck (`ModelConfig.backup`). A model without them comes from stage 1 ("base", or a
+    converted stage-1 / ImageNet checkpoint), whose text tower was never trained, so its
+    Text/Fusion/MER numbers would be meaningless.
+    """
+    asked = [m for m in settings.modalities if m in TEXT_MODALITIES]
+    if asked and not model_config.backup:
+        raise ValueError(
+            f"{source} is a stage-1 model (its config.json has backup=false: stage 'base' never trains the text "
+            f"tower), but the config asks for {'/'.join(asked)} queries; evaluate it with the stage=base config "
+            "(IR queries only), or set config.eval.modalities=('ir',)")
+
+
 def evaluate_and_report(config: Any, model_config: ModelConfig, variables: Any, output: str | os.PathLike, *,
                         checkpoint: str | None = None, test: TestSet | None = None, progress: bool = True,
                         print_fn=print) -> dict:
     """Evaluates `variables` on every configured protocol (default: all protocols of the
     dataset) and writes the report under `output`.
 
-    Returns {"report": JSON report, "files": written paths, "flat": flat metrics}.
+    Returns {"report": JSON report, "files": written paths, "flat": flat metrics}. Raises
+    ValueError for text-based queries of a stage-1 model (`require_trained_text`).
     """
     settings = settings_from_config(config)
+    require_trained_text(model_config, settings, checkpoint or "the model")
     test = test if test is not None else load_test_set(config)
     evaluator = Evaluator(test, TVILFM(model_config), settings, progress=progress)
     run = evaluator.run(variables, ranking=True)

@@ -70,14 +70,23 @@ def read_split(
 ) -> list[tuple[str, int, int]]:
     """Entries (path, label, folder pid) of a RegDB/LLCM split file whose images exist.
 
-    Reports a missing file, malformed lines, paths outside `<modality_folder>/<pid>/`, images
-    that do not exist and repeated paths; such entries are left out.
+    Reports a missing, binary or empty file, malformed lines, paths outside
+    `<modality_folder>/<pid>/`, images that do not exist and repeated paths; such entries are
+    left out.
     """
     path = root / relative
     if not path.is_file():
         problems.add("missing split files", relative)
         return []
-    parsed, bad = protocols.parse_split_lines(path.read_text())
+    try:
+        text = protocols.read_text(path, "split file", "'<relative path> <label>' lines")
+    except ValueError as err:
+        problems.add("malformed split files", str(err))
+        return []
+    parsed, bad = protocols.parse_split_lines(text)
+    if not parsed and not bad:
+        problems.add("empty split files (expected '<relative path> <label>' lines)", relative)
+        return []
     problems.extend(f"{relative}: lines not of the form '<relative path> <label>'", [f"line {n}: {line!r}" for n, line in bad])
     report_duplicates((p for p, _, _ in parsed), f"{relative}: images listed more than once", problems)
     entries = []
@@ -210,6 +219,13 @@ def finish(
             SkippedImagesWarning,
             stacklevel=3,
         )
+    if not problems:
+        # TFDS cannot write an empty split; this names what is empty when no other problem explains it.
+        problems.extend("nothing left to write (a dataset needs training images of both modalities, queries and a gallery)", [
+            what for what, records in (("no RGB training images", train_rgb), ("no IR training images", train_ir),
+                                       ("no query images", query))
+            if not records
+        ] + [f"an empty {mode!r} gallery" for mode, gs in galleries.items() if not gs.records])
     problems.raise_if_any(dataset, root)
     index = DatasetIndex(
         layout=layout,
