@@ -16,7 +16,11 @@ from tvilfm_jax import demo
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = ("--epochs1", "6", "--epochs2", "8")
+# Stage 1 for 8 epochs leaves the IR model near the "group of three" bound infrared allows, and
+# 8 epochs of stage 2 already show the text's gain (measured: IR 6.32, Fusion 26.18, MER 29.34
+# Rank-1 with `paper` text; `ir_only` Fusion 8.03).
+EPOCHS = ("--epochs1", "8", "--epochs2", "8")
+TEXT_GAIN_R1 = 12.0  # the margin the reduced run shows with room to spare (measured ~20)
 
 
 def _demo(cwd: Path, *args: str) -> str:
@@ -44,8 +48,12 @@ def test_demo_trains_both_stages_and_text_helps(demo_run):
     assert set(means) == {"paper", "ir_only"}
     assert all(set(m) == {"ir", "text", "fusion", "mer"} for m in means.values())
     assert report["counts"]["trials"]["all"] == 10
-    # The paper's identity caption carries the colours infrared lacks.
-    assert means["paper"]["fusion"]["R1"] >= means["paper"]["ir"]["R1"], means
+    # The paper's identity caption carries the colours infrared lacks; the query's own IR
+    # caption does not, so without identity text the fusion stays near IR alone.
+    ir = means["paper"]["ir"]["R1"]
+    assert means["paper"]["fusion"]["R1"] >= ir + TEXT_GAIN_R1, means
+    assert means["paper"]["mer"]["R1"] >= ir + TEXT_GAIN_R1, means
+    assert abs(means["ir_only"]["fusion"]["R1"] - ir) <= 4.0, means
     # Printed table: one row per text source and query, the numbers of the report.
     row = next(line for line in out.splitlines() if line.startswith("paper") and "Fusion->RGB" in line)
     assert float(row.split()[2]) == pytest.approx(means["paper"]["fusion"]["R1"], abs=0.006)
