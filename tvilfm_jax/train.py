@@ -19,10 +19,14 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from tvilfm_jax.training.config import exit_on_unknown_override
+
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "synthetic.py")
 
-config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
-                                "experiment config file[:arg], e.g. configs/sysu.py:stage=tvilfm", lock_config=True)
+# Without --config on the command line, the overrides are applied (and can fail) right here.
+with exit_on_unknown_override(_DEFAULT_CONFIG):
+    config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
+                                    "experiment config file[:arg], e.g. configs/sysu.py:stage=tvilfm", lock_config=True)
 flags.DEFINE_string("workdir", None, "run directory: checkpoints, metrics.jsonl, TensorBoard, config", required=True)
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for a multi-process run")
 flags.DEFINE_integer("num_processes", None, "processes of a multi-process run")
@@ -72,5 +76,11 @@ def main(argv: list[str], make_evaluate=None) -> None:
         sys.exit(1)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a one-line error for a misspelt --config.<key>."""
+    with exit_on_unknown_override(_DEFAULT_CONFIG):
+        return app.parse_flags_with_usage(argv)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
