@@ -340,7 +340,8 @@ def _train(exp: Experiment, workdir: str, initial: dict | None, change: dict | N
                 raise NonFiniteLossError(
                     f"loss is {metrics['loss']} at step {done_step} (epoch {(done_step - 1) // spe}; "
                     f"id {metrics['id']}, wrt {metrics['wrt']}); stopped. {kept}; lower the learning rates "
-                    f"or check the input and initial weights before running again.")
+                    f"(resuming with them needs --allow_config_change) or check the input and initial weights "
+                    f"before running again.")
             interval.add(metrics)
             epoch_avg.add(metrics)
             progress.update(1, metrics)
