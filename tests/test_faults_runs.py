@@ -92,6 +92,7 @@ with workdir_lock(sys.argv[1]):
 """
 
 
+@pytest.mark.slow
 def test_second_run_on_a_workdir_stops_at_once_and_a_killed_holder_leaves_no_lock(tmp_path, sysu_tiny):
     workdir = tmp_path / "run"
     workdir.mkdir()
@@ -147,6 +148,13 @@ def test_bad_workdir_and_init_checkpoint_are_refused_before_anything_is_written(
     error = one_line_error(train(new, sysu_tiny, f"--config.init.checkpoint={run}", stage="tvilfm"))
     assert error == (f"error: config.init.checkpoint {run} is a training workdir, not a model checkpoint: pass its "
                      f"export {run}/variables/last")
+    assert not new.exists()
+
+    export = run / "variables" / "last"
+    error = one_line_error(train(new, sysu_tiny, f"--config.init.checkpoint={export}", "--config.model.resnet_width=16",
+                                 stage="tvilfm"))
+    assert error.startswith(f"error: init.checkpoint {export}: its model differs from the configured one: ") and (
+        "resnet_width: 8 vs 16" in error), error
     assert not new.exists()
 
 

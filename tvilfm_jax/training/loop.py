@@ -123,10 +123,10 @@ def _initial_variables(exp: Experiment) -> dict:
                                                         "finished yet)"))
         try:
             host = checkpointing.load_init_variables(path, exp.model_config)
-        except FileNotFoundError as err:
-            raise ConfigError(f"config.init.checkpoint {path}: {err}") from None
-        except ValueError as err:  # a checkpoint of another model; the message names init.checkpoint
-            raise ConfigError(str(err)) from None
+        except (FileNotFoundError, ValueError) as err:  # missing, unreadable, or of another model
+            text = str(err)
+            raise ConfigError(text if text.startswith("init.checkpoint") else f"config.init.checkpoint {path}: {text}"
+                              ) from None
     else:
         logging.warning("stage %s starts from a random initialisation (config.init.checkpoint is empty); the paper "
                         "starts from ImageNet ResNet-50 + CLIP RN50 text weights (python -m tvilfm_jax.convert)",
