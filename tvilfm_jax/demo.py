@@ -13,8 +13,9 @@
    with no identity text (`ir_only`: the IR image's own caption), prints one table and writes
    the report, CMC curves and a ranking grid to <workdir>/eval.
 
-Re-running reuses the dataset and every finished stage; an interrupted stage resumes from its
-last checkpoint. Changing the epochs of a finished stage needs --fresh (or another workdir).
+Re-running reuses the dataset and every finished stage (one whose variables/last export was
+written to the end); an interrupted stage, or one killed while exporting, resumes from its last
+checkpoint. Changing the epochs of a finished stage needs --fresh (or another workdir).
 """
 
 from __future__ import annotations
@@ -48,12 +49,25 @@ def load_config(stage: str, epochs: int = 0):
     return module.get_config(f"stage={stage}" + (f",epochs={epochs}" if epochs else ""))
 
 
+def export_complete(directory: Path) -> bool:
+    """Whether a variables export (`tvilfm_jax.checkpoints` layout) was written to the end: its
+    variables tree is finalized (orbax renames it into place when done) and the config file,
+    written last, is there."""
+    from tvilfm_jax import checkpoints
+
+    return (directory / checkpoints.CONFIG_FILE).is_file() and (directory / checkpoints.VARIABLES_DIR).is_dir()
+
+
 def _stage_done(config, workdir: Path) -> bool:
-    """Whether `workdir` holds a finished run of exactly `config` (its variables/last export)."""
+    """Whether `workdir` holds a finished run of exactly `config` (a complete variables/last export)."""
     from tvilfm_jax.training.checkpointing import VARIABLES_DIR
     from tvilfm_jax.training.loop import CONFIG_FILE, config_diff
 
-    if not (workdir / VARIABLES_DIR / "last").is_dir():
+    last = workdir / VARIABLES_DIR / "last"
+    if not export_complete(last):
+        if last.exists():
+            print(f"stage {config.stage}: the export {last} is incomplete (stopped while writing it); "
+                  "resuming the run to write it again")
         return False
     changed = config_diff(json.loads((workdir / CONFIG_FILE).read_text()), json.loads(config.to_json()))
     if changed:
@@ -165,9 +179,11 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs2", type=int, default=0, help="stage-2 epochs (default: the config's)")
     parser.add_argument("--fresh", action="store_true", help="delete the workdir's runs first")
     args = parser.parse_args(argv)
+    from tvilfm_jax.training import loop
+
     try:
         run(args.workdir, args.epochs1, args.epochs2, args.fresh)
-    except (DemoError, ValueError) as err:
+    except (DemoError, ValueError, loop.WorkdirError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
 

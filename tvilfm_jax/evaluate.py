@@ -21,6 +21,8 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from tvilfm_jax.training.config import exit_on_unknown_override
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file[:arg], e.g. configs/sysu.py",
                                           lock_config=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "checkpoint directory (config.json + variables/)")
@@ -57,5 +59,11 @@ def main(argv):
                                progress=_PROGRESS.value)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a one-line error for a misspelt --config.<key>."""
+    with exit_on_unknown_override():
+        return app.parse_flags_with_usage(argv)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

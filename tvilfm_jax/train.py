@@ -6,7 +6,10 @@ r"""Train TVI-LFM: stage 1 (base) or stage 2 (tvilfm) from an ml_collections con
     python -m tvilfm_jax.train --config configs/regdb.py:trial=3 --config.optim.lr_visual=2e-3 ...
 
 Without --config the embedded synthetic default runs (configs/synthetic.py). Running the same
-command again in the same workdir resumes from its latest checkpoint. Multi-host: start one
+command again in the same workdir resumes from its latest checkpoint; with a config that differs
+from the stored one only given --allow_config_change (e.g. a lower lr after a divergence; the
+change is appended to <workdir>/config_changes.jsonl). One run per workdir: a second one started
+while the first runs stops at once. Multi-host: start one
 process per host with --coordinator_address (or JAX_COORDINATOR_ADDRESS), --num_processes and
 --process_id; each feeds its share of every global batch and all write checkpoints together.
 """
@@ -19,16 +22,22 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from tvilfm_jax.training.config import exit_on_unknown_override
+
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "synthetic.py")
 
-config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
-                                "experiment config file[:arg], e.g. configs/sysu.py:stage=tvilfm", lock_config=True)
+# Without --config on the command line, the overrides are applied (and can fail) right here.
+with exit_on_unknown_override(_DEFAULT_CONFIG):
+    config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
+                                    "experiment config file[:arg], e.g. configs/sysu.py:stage=tvilfm", lock_config=True)
 flags.DEFINE_string("workdir", None, "run directory: checkpoints, metrics.jsonl, TensorBoard, config", required=True)
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for a multi-process run")
 flags.DEFINE_integer("num_processes", None, "processes of a multi-process run")
 flags.DEFINE_integer("process_id", None, "this process's index in a multi-process run")
 flags.DEFINE_integer("stop_after_steps", None, "return after this global step without a final checkpoint, as a "
                      "killed run would (time-boxed jobs; the next run in the workdir resumes)")
+flags.DEFINE_bool("allow_config_change", False, "resume a workdir's run with a config that differs from its stored "
+                  "config.json (recorded in <workdir>/config_changes.jsonl); without it that is refused")
 
 
 def evaluator(experiment):
@@ -66,11 +75,18 @@ def main(argv: list[str], make_evaluate=None) -> None:
     try:
         if make_evaluate is None and FLAGS.config.train.evaluate:
             make_evaluate = evaluator
-        loop.run(FLAGS.config, FLAGS.workdir, make_evaluate=make_evaluate, stop_after=FLAGS.stop_after_steps)
-    except (ConfigError, DatasetNotFoundError, loop.NonFiniteLossError) as err:
+        loop.run(FLAGS.config, FLAGS.workdir, make_evaluate=make_evaluate, stop_after=FLAGS.stop_after_steps,
+                 allow_config_change=FLAGS.allow_config_change)
+    except (ConfigError, DatasetNotFoundError, loop.NonFiniteLossError, loop.WorkdirError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a one-line error for a misspelt --config.<key>."""
+    with exit_on_unknown_override(_DEFAULT_CONFIG):
+        return app.parse_flags_with_usage(argv)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -6,7 +6,11 @@ package never imports a config file.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import difflib
+import re
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -109,3 +113,63 @@ def architecture_differences(a: ModelConfig, b: ModelConfig) -> list[str]:
         elif da[key] != db[key]:
             out.append(f"{key}: {da[key]!r} vs {db[key]!r}")
     return out
+
+
+def unknown_override(argv: Sequence[str], config: Any) -> str | None:
+    """The one-line error for the first `--config.<key>=...` of argv that names a key `config`
+    lacks, with the closest keys there, e.g. "--config.optim.lr_visul: config.optim has no key
+    'lr_visul'; did you mean 'lr_visual'?"; None when every override names a key."""
+    for arg in argv:
+        found = re.match(r"--?(?:no)?config\.([^=]+)", arg)
+        if not found:
+            continue
+        node, where = config, "config"
+        for part in found.group(1).split("."):
+            keys = [str(k) for k in node.keys()] if hasattr(node, "keys") else []
+            if part not in keys:
+                close = difflib.get_close_matches(part, keys, n=3)
+                hint = (f"; did you mean {' or '.join(map(repr, close))}?" if close
+                        else f"; its keys are {', '.join(sorted(keys))}" if keys else f" ({where} is a value)")
+                return f"--config.{found.group(1)}: {where} has no key {part!r}{hint}"
+            node, where = node[part], f"{where}.{part}"
+    return None
+
+
+def _config_spec(argv: Sequence[str]) -> str | None:
+    """The value of the last --config flag in argv (`--config=X` or `--config X`)."""
+    spec = None
+    for i, arg in enumerate(argv):
+        if re.match(r"--?config=", arg):
+            spec = arg.split("=", 1)[1]
+        elif re.fullmatch(r"--?config", arg) and i + 1 < len(argv):
+            spec = argv[i + 1]
+    return spec
+
+
+def _load_config_file(spec: str) -> Any:
+    """The config tree of `file.py[:arg]`, without any command-line override."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", spec, flag_values=values, sys_argv=["config"])
+    values(["config"])
+    return values.config
+
+
+@contextlib.contextmanager
+def exit_on_unknown_override(default_spec: str | None = None) -> Iterator[None]:
+    """For the CLIs, around defining and parsing the `--config` flag: an override naming no key
+    (ml_collections raises a 50-line AttributeError traceback) ends the program with
+    `unknown_override`'s one-line error instead (exit status 1).
+
+    default_spec: the config file the flag uses when argv has no --config.
+    """
+    try:
+        yield
+    except (AttributeError, KeyError):
+        spec = _config_spec(sys.argv) or default_spec
+        message = spec and unknown_override(sys.argv, _load_config_file(spec))
+        if not message:
+            raise
+        sys.exit(f"error: {message}")

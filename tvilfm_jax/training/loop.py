@@ -10,21 +10,30 @@ after the last finite step is ever written. Checkpoints: every `checkpoint_every
 at every epoch end and at the end (see checkpointing.py). Evaluation: a caller-supplied
 `evaluate_fn(state) -> dict` after the epochs SPEC §6.7 names; a result holding
 `config.train.best_metric` that is >= the best so far replaces the best checkpoint.
+
+One run per workdir: each process holds an advisory lock on workdir/train.lock (train.lock.<i>
+for process i > 0) while it trains; the OS drops it when the process ends, killed or not.
+Everything that can be refused (a bad `init.checkpoint`, a config that differs from the stored
+one of the run it would resume) is refused before anything is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import functools
 import json
 import math
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import ml_collections
+import orbax.checkpoint as ocp
 from absl import logging
 from jax.sharding import Mesh
 
@@ -33,13 +42,16 @@ from tvilfm_jax.data.pipeline import TrainBatches, make_iterator
 from tvilfm_jax.models.tvilfm import TVILFM, ModelConfig, init_variables
 from tvilfm_jax.training import checkpointing, inputs
 from tvilfm_jax.training import mesh as mesh_lib
-from tvilfm_jax.training.config import model_config, validate
+from tvilfm_jax.training.config import ConfigError, model_config, validate
 from tvilfm_jax.training.logging import Averages, MetricsLog, Progress, say
 from tvilfm_jax.training.state import TrainState, create_state
 from tvilfm_jax.training.step import MAIN_GROUP, make_train_step
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
+# One JSON line per resume that was allowed to change the config (`allow_config_change`).
+CONFIG_CHANGES_FILE = "config_changes.jsonl"
+LOCK_FILE = "train.lock"
 # Images through the visual encoder per row of the global batch: RGB view 1, RGB view 2, IR.
 IMAGES_PER_ROW = 3
 
@@ -48,6 +60,11 @@ EvaluateFn = Callable[[TrainState], Mapping[str, float]]
 
 class NonFiniteLossError(RuntimeError):
     """The loss became inf/NaN; the run stopped without saving the bad state."""
+
+
+class WorkdirError(RuntimeError):
+    """The workdir cannot take this run: not a directory, in use by another run, or holding a
+    run of another config."""
 
 
 @dataclasses.dataclass
@@ -98,7 +115,18 @@ def _initial_variables(exp: Experiment) -> dict:
     """Replicated start variables: `init.checkpoint`, or a fresh init from the seed (stage 1)."""
     cfg = exp.config
     if cfg.init.checkpoint:
-        host = checkpointing.load_init_variables(os.path.expanduser(cfg.init.checkpoint), exp.model_config)
+        path = os.path.abspath(os.path.expanduser(cfg.init.checkpoint))
+        if os.path.isfile(os.path.join(path, RUN_FILE)):
+            export = os.path.join(path, checkpointing.VARIABLES_DIR, "last")
+            raise ConfigError(f"config.init.checkpoint {path} is a training workdir, not a model checkpoint: pass "
+                              f"its export {export}" + ("" if os.path.isdir(export) else " (that run has not "
+                                                        "finished yet)"))
+        try:
+            host = checkpointing.load_init_variables(path, exp.model_config)
+        except (FileNotFoundError, ValueError) as err:  # missing, unreadable, or of another model
+            text = str(err)
+            raise ConfigError(text if text.startswith("init.checkpoint") else f"config.init.checkpoint {path}: {text}"
+                              ) from None
     else:
         logging.warning("stage %s starts from a random initialisation (config.init.checkpoint is empty); the paper "
                         "starts from ImageNet ResNet-50 + CLIP RN50 text weights (python -m tvilfm_jax.convert)",
@@ -118,18 +146,73 @@ def _abstract_state(exp: Experiment) -> TrainState:
     return jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
-def _write_config(exp: Experiment, workdir: str) -> None:
-    """workdir/config.json (the experiment config) and run.json (what was derived from it)."""
+@contextlib.contextmanager
+def workdir_lock(workdir: str, process: int = 0):
+    """Holds the advisory lock of this process index on `workdir` (created) for the `with` block.
+
+    Another holder, of this or another process (one whose file system shares the lock), makes it
+    raise WorkdirError naming the holder at once. The OS releases the lock when its holder exits,
+    however it ends, so a killed run leaves nothing stuck; the file itself stays.
+    """
+    path = os.path.join(workdir, LOCK_FILE if process == 0 else f"{LOCK_FILE}.{process}")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "a process that is starting"
+            raise WorkdirError(f"{workdir} is in use by another training run ({holder}; lock {path}): wait for it "
+                               "to end or stop it, or pick another workdir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _latest_checkpoint(workdir: str) -> int | None:
+    """The newest step in workdir/checkpoints, None when there is none (nothing is created)."""
+    directory = os.path.join(workdir, checkpointing.LATEST_DIR)
+    steps = ocp.utils.checkpoint_steps(directory) if os.path.isdir(directory) else []
+    return max(steps, default=None)
+
+
+def _dotted(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def _config_change(exp: Experiment, workdir: str, allow: bool) -> dict | None:
+    """The record of how the config differs from the one stored with the run it resumes (None: same
+    config or nothing to resume); raises WorkdirError unless `allow`."""
     path = os.path.join(workdir, CONFIG_FILE)
+    step = _latest_checkpoint(workdir)
+    if step is None or not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        before = json.load(f)
+    now = json.loads(exp.config.to_json())
+    changed = config_diff(before, now)
+    if not changed:
+        return None
+    shown = ", ".join(f"{k}: {_dotted(before, k)!r} -> {_dotted(now, k)!r}" for k in changed)
+    if not allow:
+        raise WorkdirError(f"{workdir} holds a run of another config (it differs in {shown}); to resume it at "
+                           f"step {step} with this config pass --allow_config_change (recorded in "
+                           f"{CONFIG_CHANGES_FILE}), or pick another workdir")
+    logging.warning("%s: resuming at step %d with a changed config: %s", workdir, step, shown)
+    return {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "changed": {k: {"before": _dotted(before, k), "after": _dotted(now, k)} for k in changed}}
+
+
+def _write_config(exp: Experiment, workdir: str, change: dict | None) -> None:
+    """workdir/config.json (the experiment config) and run.json (what was derived from it); a
+    config change (see `_config_change`) is appended to config_changes.jsonl first."""
     text = exp.config.to_json(indent=2, sort_keys=True)
-    if os.path.exists(path):
-        with open(path) as f:
-            before = json.load(f)
-        now = json.loads(text)
-        changed = config_diff(before, now)
-        if changed:
-            logging.warning("%s: the config differs from the stored one in %s; continuing with the new one",
-                            workdir, ", ".join(changed))
+    if change is not None:
+        with open(os.path.join(workdir, CONFIG_CHANGES_FILE), "a") as f:
+            f.write(json.dumps(change, sort_keys=True) + "\n")
     run = {
         "model": exp.model_config.to_dict(),
         "num_classes": exp.model_config.num_classes,
@@ -165,7 +248,7 @@ def _eval_due(cfg: ml_collections.ConfigDict, epoch: int) -> bool:
 
 
 def train(exp: Experiment, workdir: str, evaluate_fn: EvaluateFn | None = None,
-          stop_after: int | None = None) -> TrainState:
+          stop_after: int | None = None, allow_config_change: bool = False) -> TrainState:
     """Trains `exp` in `workdir`, resuming from its latest checkpoint; returns the final state.
 
     evaluate_fn: state -> {metric: value}, called after the epochs of SPEC §6.7 (no evaluation
@@ -173,14 +256,36 @@ def train(exp: Experiment, workdir: str, evaluate_fn: EvaluateFn | None = None,
       next step reuses (donates) its buffers.
     stop_after: return after this global step as a killed run would (nothing extra is saved);
       for time-boxed runs and tests.
+    allow_config_change: resume even when the config differs from the stored one (e.g. a lower
+      lr after a divergence), recording the change in config_changes.jsonl; otherwise that is
+      refused (WorkdirError naming the keys).
+
+    Raises WorkdirError (a file, a workdir another run holds, a changed config) and ConfigError
+    (a bad init.checkpoint) before writing anything.
     """
+    workdir = os.path.abspath(workdir)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise WorkdirError(f"workdir {workdir} is a file, not a directory")
+    existed = os.path.isdir(workdir)
+    with contextlib.ExitStack() as held:
+        if existed:  # stop at once if another run holds it
+            held.enter_context(workdir_lock(workdir, jax.process_index()))
+        change = _config_change(exp, workdir, allow_config_change)
+        initial = None if _latest_checkpoint(workdir) is not None else _initial_variables(exp)
+        if not existed:
+            os.makedirs(workdir, exist_ok=True)
+            held.enter_context(workdir_lock(workdir, jax.process_index()))
+        return _train(exp, workdir, initial, change, evaluate_fn, stop_after)
+
+
+def _train(exp: Experiment, workdir: str, initial: dict | None, change: dict | None,
+           evaluate_fn: EvaluateFn | None, stop_after: int | None) -> TrainState:
+    """`train` in a locked workdir; initial: the replicated start variables (None: resuming)."""
     cfg = exp.config
     tcfg = cfg.train
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
     process0 = jax.process_index() == 0
     if process0:
-        _write_config(exp, workdir)
+        _write_config(exp, workdir, change)
 
     state_sharding = mesh_lib.replicated(exp.mesh)
     ckpts = checkpointing.TrainCheckpoints(workdir, keep=tcfg.keep_checkpoints)
@@ -201,7 +306,7 @@ def train(exp: Experiment, workdir: str, evaluate_fn: EvaluateFn | None = None,
         iterator = make_iterator(exp.batches.dataset(num_epochs), num_workers=cfg.data.num_workers,
                                  prefetch=cfg.data.prefetch)
         create = jax.jit(functools.partial(create_state, tx=exp.tx, seed=cfg.seed), out_shardings=state_sharding)
-        state = create(_initial_variables(exp))
+        state = create(_initial_variables(exp) if initial is None else initial)
 
     group_lr, _ = optim.group_hparams(cfg.optim, cfg.recipe)[MAIN_GROUP[cfg.stage]]
     step_fn = jax.jit(
@@ -235,7 +340,8 @@ def train(exp: Experiment, workdir: str, evaluate_fn: EvaluateFn | None = None,
                 raise NonFiniteLossError(
                     f"loss is {metrics['loss']} at step {done_step} (epoch {(done_step - 1) // spe}; "
                     f"id {metrics['id']}, wrt {metrics['wrt']}); stopped. {kept}; lower the learning rates "
-                    f"or check the input and initial weights before running again.")
+                    f"(resuming with them needs --allow_config_change) or check the input and initial weights "
+                    f"before running again.")
             interval.add(metrics)
             epoch_avg.add(metrics)
             progress.update(1, metrics)
@@ -298,9 +404,11 @@ def train(exp: Experiment, workdir: str, evaluate_fn: EvaluateFn | None = None,
 
 def run(config: ml_collections.ConfigDict, workdir: str,
         make_evaluate: Callable[[Experiment], EvaluateFn] | None = None,
-        sources: tuple[Sequence[dict], Sequence[dict]] | None = None, stop_after: int | None = None) -> TrainState:
+        sources: tuple[Sequence[dict], Sequence[dict]] | None = None, stop_after: int | None = None,
+        allow_config_change: bool = False) -> TrainState:
     """`prepare` + `train` in one call; `make_evaluate(experiment)` builds the evaluation hook."""
     exp = prepare(config, sources)
     evaluate_fn = make_evaluate(exp) if make_evaluate is not None else None
-    return train(exp, workdir, evaluate_fn=evaluate_fn, stop_after=stop_after)
+    return train(exp, workdir, evaluate_fn=evaluate_fn, stop_after=stop_after,
+                 allow_config_change=allow_config_change)
 
