@@ -1,4 +1,8 @@
-"""The TVI-LFM training network in PyTorch: the reference side of `benchmarks/run.py`.
+"""The TVI-LFM network in PyTorch: the one PyTorch reference of the original's modules.
+
+The reference side of `benchmarks/run.py` and of the parity tests (tests/test_models_visual.py,
+test_conversion.py, test_losses.py, test_optim.py import it as `from benchmarks import
+torch_reference`).
 
 Built from the same `ModelConfig` as the JAX model, with the official `CLIP2ReID` state-dict
 layout (SPEC §1.9), so `tvilfm_jax.conversion.official.convert_official` turns its weights into
@@ -10,6 +14,11 @@ the JAX model's variables and both sides start from identical parameters:
   base_model.{token_embedding, positional_embedding, transformer.resblocks.*, ln_final, text_projection}
   classifier.{BN, classifier}                          BN-neck + bias-free Linear (N(0, 0.001))
   logit_scale                                          unused by any loss (SPEC §1.8), kept for the layout
+  backup_pool.p, backup_classifier.*                   only with `config.backup` (stage 2, SPEC §1.7)
+
+`DualResNet.from_torchvision` builds the visual encoder from a torchvision-layout ResNet the way
+the original does (`torchvision_resnet`, `torchvision_resnet50_last_stride1`), for the tests of
+`convert_torchvision_resnet`.
 
 Math follows SPEC §3-4 and the JAX port exactly: stage 1 = CE + WRT over [rgb1; rgb2; ir]; stage 2
 = CE + WRT over [rgb1; rgb2; ir; ir + t - t_ir; t] with the visual encoder under no_grad but in
@@ -17,7 +26,8 @@ train mode (its BN statistics drift, the "paper" recipe). Two deliberate differe
 original's code, both mathematically neutral, keep the comparison framework-against-framework:
 the caption sets go through the text tower in one [2B, 77] call, and ln_final + projection are
 applied to the EOT rows only (the original projects all 77 tokens, ~3 % more text FLOPs, then
-picks EOT). WRT uses a stable softplus (the original overflows to inf past a margin of ~88).
+picks EOT). `wrt_loss` uses a stable softplus; `wrt_loss_original_overflowing` keeps the
+original's SoftMarginLoss, which overflows to inf past a margin of ~88.
 
 The optimizer is Adam with coupled L2 decay (torch.optim.Adam's `weight_decay`) with the SPEC
 §4.5 name rules, grouped by (lr, wd) rather than one group per parameter as the original does
@@ -28,6 +38,7 @@ Images are NCHW float tensors (normalised); token ids int64 [N, 77].
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -48,12 +59,15 @@ STAGES = ("base", "tvilfm")
 # --- visual ------------------------------------------------------------------------------------
 
 
-def _stem(width: int) -> nn.Module:
+def _stem(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Module:
     """conv7x7 s2 -> BN -> maxpool3x3 s2, no ReLU. Wrapped so keys read `resnet_conv.{0,1}`."""
     holder = nn.Module()
-    holder.resnet_conv = nn.Sequential(
-        nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(width), nn.MaxPool2d(3, 2, 1))
+    holder.resnet_conv = nn.Sequential(conv, bn, nn.MaxPool2d(3, 2, 1))
     return holder
+
+
+def _new_stem(width: int) -> nn.Module:
+    return _stem(nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(width))
 
 
 def _layer(in_ch: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
@@ -65,6 +79,37 @@ def _layer(in_ch: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
     layers = [Bottleneck(in_ch, planes, stride, downsample)]
     layers += [Bottleneck(out_ch, planes) for _ in range(1, blocks)]
     return nn.Sequential(*layers)
+
+
+def _layers(blocks: tuple[int, ...], width: int) -> list[nn.Sequential]:
+    """layer1..4 of a last-stride-1 ResNet with base width `width` (torchvision fixes 64)."""
+    layers, in_ch = [], width
+    for i, (count, stride) in enumerate(zip(blocks, LAYER_STRIDES)):
+        layers.append(_layer(in_ch, width * 2**i, count, stride))
+        in_ch = width * 2**i * EXPANSION
+    return layers
+
+
+def torchvision_resnet(blocks: tuple[int, ...] = (1, 1, 1, 1), width: int = 8) -> nn.Module:
+    """A torchvision-layout ResNet (conv1, bn1, maxpool, layer1..4 of torchvision Bottlenecks) of
+    any base width, last stride 1, no head: the input of `convert_torchvision_resnet`."""
+    model = nn.Module()
+    model.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+    model.bn1 = nn.BatchNorm2d(width)
+    model.maxpool = nn.MaxPool2d(3, 2, 1)
+    for i, layer in enumerate(_layers(blocks, width)):
+        setattr(model, f"layer{i + 1}", layer)
+    return model
+
+
+def torchvision_resnet50_last_stride1() -> nn.Module:
+    """torchvision's own ResNet-50 (random weights) with layer4's stride set to 1, as the original."""
+    import torchvision
+
+    model = torchvision.models.resnet50(weights=None)
+    model.layer4[0].conv2.stride = (1, 1)
+    model.layer4[0].downsample[0].stride = (1, 1)
+    return model
 
 
 class GeM(nn.Module):
@@ -81,30 +126,43 @@ class GeM(nn.Module):
 
 
 class DualResNet(nn.Module):
-    """Modality stems + shared body + GeM. `forward(rgb, ir)` -> GeM features [Nr+Ni, D] fp32.
+    """The original's Dual_Resnet: modality stems + shared body + GeM, with its state_dict keys.
 
-    Either input may be None; the body runs once on the concatenation ("1/3" routing, SPEC §3.2),
-    so its BN statistics in train mode cover both modalities.
+    `forward(rgb, ir)` -> GeM features [Nr+Ni, D] fp32; `feature_map(rgb, ir)` -> the body's map
+    [Nr+Ni, D, H/16, W/16]. Either input may be None; the body runs once on the concatenation
+    ("1/3" routing, SPEC §3.2), so its BN statistics in train mode cover both modalities.
+    Build with `random(blocks, width)` or `from_torchvision(resnet)`.
     """
 
-    def __init__(self, blocks: tuple[int, ...], width: int):
+    def __init__(self, rgb_stem: nn.Module, ir_stem: nn.Module, layers: list[nn.Sequential]):
         super().__init__()
-        self.rgb_model = _stem(width)
-        self.ir_model = _stem(width)
+        self.rgb_model = rgb_stem
+        self.ir_model = ir_stem
         self.shared_model = nn.Module()
-        layers, in_ch = [], width
-        for i, (count, stride) in enumerate(zip(blocks, LAYER_STRIDES)):
-            layers.append(_layer(in_ch, width * 2**i, count, stride))
-            in_ch = width * 2**i * EXPANSION
         self.shared_model.resnet_conv = nn.Sequential(*layers)
         self.GEM = GeM()
 
-    def forward(self, rgb: torch.Tensor | None, ir: torch.Tensor | None) -> torch.Tensor:
+    @classmethod
+    def random(cls, blocks: tuple[int, ...], width: int) -> "DualResNet":
+        """Fresh PyTorch-default weights; each stem its own."""
+        return cls(_new_stem(width), _new_stem(width), _layers(blocks, width))
+
+    @classmethod
+    def from_torchvision(cls, resnet: nn.Module) -> "DualResNet":
+        """From a torchvision-layout ResNet, as the original builds it: each stem a copy of
+        conv1/bn1, the body a copy of layer1..4."""
+        stem = lambda: _stem(copy.deepcopy(resnet.conv1), copy.deepcopy(resnet.bn1))  # noqa: E731
+        return cls(stem(), stem(), [copy.deepcopy(getattr(resnet, f"layer{i}")) for i in range(1, 5)])
+
+    def feature_map(self, rgb: torch.Tensor | None = None, ir: torch.Tensor | None = None) -> torch.Tensor:
         parts = [stem.resnet_conv(x) for stem, x in ((self.rgb_model, rgb), (self.ir_model, ir)) if x is not None]
         if not parts:
             raise ValueError("DualResNet needs at least one image batch (rgb or ir)")
         x = parts[0] if len(parts) == 1 else torch.cat(parts)
-        return self.GEM(self.shared_model.resnet_conv(x))
+        return self.shared_model.resnet_conv(x)
+
+    def forward(self, rgb: torch.Tensor | None = None, ir: torch.Tensor | None = None) -> torch.Tensor:
+        return self.GEM(self.feature_map(rgb, ir))
 
 
 # --- text --------------------------------------------------------------------------------------
@@ -151,7 +209,7 @@ class BaseModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         t = config.text
-        self.visual = DualResNet(config.resnet_blocks, config.resnet_width)
+        self.visual = DualResNet.random(config.resnet_blocks, config.resnet_width)
         self.token_embedding = nn.Embedding(t.vocab_size, t.width)
         self.positional_embedding = nn.Parameter(torch.empty(t.context_length, t.width))
         self.transformer = Transformer(t.width, t.layers, t.heads)
@@ -208,6 +266,9 @@ class TorchTVILFM(nn.Module):
         self.base_model = BaseModel(config)
         self.classifier = Classifier(config.embed_dim, config.num_classes)
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))), requires_grad=False)
+        if config.backup:  # stage 2 under Fix_Visual: frozen copies of the stage-1 GeM and neck (SPEC §1.7)
+            self.backup_pool = copy.deepcopy(self.base_model.visual.GEM)
+            self.backup_classifier = copy.deepcopy(self.classifier)
 
     def stage1(self, rgb1: torch.Tensor, rgb2: torch.Tensor, ir: torch.Tensor):
         """[B,3,H,W] x3 -> (pre-BN features [3B, D] fp32, logits [3B, C])."""
@@ -229,6 +290,24 @@ class TorchTVILFM(nn.Module):
         """Eval-mode RGB gallery embeddings L2(BN(GeM(visual_rgb))): [N,3,H,W] -> [N, D]."""
         return self.classifier(self.base_model.visual(rgb, None))
 
+    @torch.no_grad()
+    def eval_embeddings(self, rgb, ir, text_rgb, text_ir):
+        """SPEC §6.2-6.3 with Fix_Visual + Feat_Filter + CAT_EVAL, in eval mode.
+
+        rgb, ir [N,3,H,W]; captions [N,77] -> (gallery {"current", "ir"}, query {"ir", "text",
+        "fusion", "mer"}), each [N, D]. "ir" goes through the backups where the model has them.
+        """
+        self.eval()
+        visual = self.base_model.visual
+        g_map, q_map = visual.feature_map(rgb=rgb), visual.feature_map(ir=ir)
+        f_ir = visual.GEM(q_map)
+        t, t_ir = self.base_model.encode_text(text_rgb), self.base_model.encode_text(text_ir)
+        q_f, q_i, q_t = self.classifier(f_ir + t - t_ir), self.classifier(f_ir), self.classifier(t)
+        backup_pool = getattr(self, "backup_pool", visual.GEM)
+        backup_neck = getattr(self, "backup_classifier", self.classifier)
+        return ({"current": self.classifier(visual.GEM(g_map)), "ir": backup_neck(backup_pool(g_map))},
+                {"ir": backup_neck(backup_pool(q_map)), "text": q_t, "fusion": q_f, "mer": q_f + q_i + q_t})
+
 
 def state_dict_numpy(model: nn.Module) -> dict[str, np.ndarray]:
     """The state dict as fp32/int numpy arrays (the input of `convert_official`)."""
@@ -238,8 +317,12 @@ def state_dict_numpy(model: nn.Module) -> dict[str, np.ndarray]:
 # --- losses ------------------------------------------------------------------------------------
 
 
-def wrt_loss(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Weighted regularised triplet exactly as SPEC §4.2 (fp32): [N, D], [N] -> scalar."""
+def _wrt_margins(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SPEC §4.2 in fp32: [N, D], [N] -> (softmax-weighted furthest positive, closest negative) [N].
+
+    The same numbers as the original's masked-softmax helper: its positive shift is the row
+    maximum of the masked distances, and its shift of the negatives is always 0.
+    """
     x = x.float()
     sq = (x * x).sum(dim=1)
     dist = (sq[:, None] + sq[None, :] - 2.0 * x @ x.T).clamp(min=1e-12).sqrt()
@@ -248,11 +331,24 @@ def wrt_loss(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     dist_ap, dist_an = dist * same, dist * diff
     exp_ap = torch.exp(dist_ap - dist_ap.max(dim=1, keepdim=True).values) * same
     w_ap = exp_ap / (exp_ap.sum(dim=1, keepdim=True) + 1e-6)
-    exp_an = torch.exp(-dist_an) * diff  # the original's shift of the negatives is always 0
+    exp_an = torch.exp(-dist_an) * diff
     w_an = exp_an / (exp_an.sum(dim=1, keepdim=True) + 1e-6)
-    furthest_positive = (dist_ap * w_ap).sum(dim=1)
-    closest_negative = (dist_an * w_an).sum(dim=1)
+    return (dist_ap * w_ap).sum(dim=1), (dist_an * w_an).sum(dim=1)
+
+
+def wrt_loss(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Weighted regularised triplet, mean softplus(d+ - d-) with a stable softplus (as the JAX
+    loss): [N, D], [N] -> scalar."""
+    furthest_positive, closest_negative = _wrt_margins(x, labels)
     return F.softplus(furthest_positive - closest_negative).mean()
+
+
+def wrt_loss_original_overflowing(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The original's ending, SoftMarginLoss(d- - d+, 1) = mean log(1 + exp(d+ - d-)): inf in
+    fp32 once d+ - d- passes ~88 (SPEC §10). Otherwise equal to `wrt_loss`."""
+    furthest_positive, closest_negative = _wrt_margins(x, labels)
+    target = torch.ones_like(furthest_positive)
+    return nn.SoftMarginLoss()(closest_negative - furthest_positive, target)
 
 
 def total_loss(feats: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -263,7 +359,7 @@ def total_loss(feats: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) 
 # --- optimizer ---------------------------------------------------------------------------------
 
 
-def _group(name: str, optim: Any, stage: str) -> tuple[float, float] | None:
+def param_group(name: str, optim: Any, stage: str) -> tuple[float, float] | None:
     """(lr, wd) of a parameter by the original's name rules (SPEC §4.5); None if frozen."""
     trained = ("base_model.visual", "classifier") if stage == "base" else ("base_model.transformer",
                                                                            "base_model.token_embedding",
@@ -299,7 +395,7 @@ def make_optimizer(model: TorchTVILFM, optim: Any, stage: str) -> torch.optim.Ad
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        hp = _group(name, optim, stage)
+        hp = param_group(name, optim, stage)
         p.requires_grad_(hp is not None)
         if hp is not None:
             groups.setdefault(hp, []).append(p)

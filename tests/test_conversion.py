@@ -1,11 +1,10 @@
 """PyTorch -> Flax conversion (torchvision ResNet, official TVI-LFM checkpoints), checkpoints, CLI.
 
-The official layout is rebuilt here from torch modules carrying the original's attribute names
-(SPEC §1.9), with random weights and a tiny configuration, and the converted model's eval
-embeddings are checked against a PyTorch computation of SPEC §6.2-6.3.
+The official layout comes from the shared PyTorch reference (`benchmarks.torch_reference`, the
+original's attribute names, SPEC §1.9) with random weights and a tiny configuration, and the
+converted model's eval embeddings are checked against its PyTorch computation of SPEC §6.2-6.3.
 """
 
-import collections
 import json
 import os
 import sys
@@ -22,16 +21,9 @@ from tvilfm_jax.models.text import TextConfig
 from tvilfm_jax.models.tvilfm import TVILFM, ModelConfig
 
 import torch
-nn = torch.nn
-F = torch.nn.functional
 
-from test_models_visual import (  # shared PyTorch references
-    TorchDualResNet,
-    nchw,
-    randomize_batchnorm,
-    small_torch_resnet,
-    torchvision_resnet50_last_stride1,
-)
+from benchmarks import torch_reference as tref  # noqa: E402
+from test_models_visual import nchw, randomize_batchnorm  # noqa: E402 - shared test helpers
 
 pytestmark = pytest.mark.torch
 
@@ -44,102 +36,11 @@ def tiny_config(backup: bool) -> ModelConfig:
     return ModelConfig(num_classes=C, resnet_blocks=BLOCKS, resnet_width=WIDTH, text=TextConfig(**TEXT), backup=backup)
 
 
-# --- the original model, reduced to what its state_dict and eval forward need -------------------
-
-class TorchGeM(nn.Module):
-    def __init__(self, p=3.0):
-        super().__init__()
-        self.p = nn.Parameter(torch.ones(1) * p)
-
-    def forward(self, x):
-        return F.avg_pool2d(x.clamp(min=1e-6).pow(self.p), x.shape[-2:]).pow(1.0 / self.p).flatten(1)
-
-
-class TorchNeck(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.BN = nn.BatchNorm1d(D)
-        self.classifier = nn.Linear(D, C, bias=False)
-
-    def forward(self, x):  # eval mode only here
-        return F.normalize(self.BN(x), dim=1, eps=0)
-
-
-class QuickGELU(nn.Module):
-    def forward(self, x):
-        return x * torch.sigmoid(1.702 * x)
-
-
-class TorchBlock(nn.Module):
-    def __init__(self, w, heads):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(w, heads)
-        self.ln_1 = nn.LayerNorm(w)
-        self.mlp = nn.Sequential(collections.OrderedDict(
-            c_fc=nn.Linear(w, 4 * w), gelu=QuickGELU(), c_proj=nn.Linear(4 * w, w)))
-        self.ln_2 = nn.LayerNorm(w)
-
-    def forward(self, x, mask):
-        h = self.ln_1(x)
-        x = x + self.attn(h, h, h, need_weights=False, attn_mask=mask)[0]
-        return x + self.mlp(self.ln_2(x))
-
-
-class TorchBaseModel(nn.Module):
-    """`base_model`: Dual_Resnet + GEM under `visual`, OpenAI CLIP text keys at the top."""
-
-    def __init__(self):
-        super().__init__()
-        w, length = TEXT["width"], TEXT["context_length"]
-        self.visual = TorchDualResNet(small_torch_resnet(BLOCKS, WIDTH))
-        self.visual.GEM = TorchGeM()
-        self.token_embedding = nn.Embedding(TEXT["vocab_size"], w)
-        self.positional_embedding = nn.Parameter(torch.randn(length, w) * 0.1)
-        self.transformer = nn.Module()
-        self.transformer.resblocks = nn.Sequential(*[TorchBlock(w, TEXT["heads"]) for _ in range(TEXT["layers"])])
-        self.ln_final = nn.LayerNorm(w)
-        self.text_projection = nn.Parameter(torch.randn(w, D) * w**-0.5)
-
-    def encode_text_eot(self, ids):
-        length = ids.shape[1]
-        mask = torch.full((length, length), float("-inf")).triu_(1)
-        x = (self.token_embedding(ids) + self.positional_embedding).permute(1, 0, 2)
-        for block in self.transformer.resblocks:
-            x = block(x, mask)
-        x = self.ln_final(x.permute(1, 0, 2))
-        return x[torch.arange(x.shape[0]), ids.argmax(dim=-1)] @ self.text_projection
-
-
-class TorchTVILFM(nn.Module):
-    """`CLIP2ReID` with the state_dict key names of SPEC §1.9."""
-
-    def __init__(self, backup: bool):
-        super().__init__()
-        self.base_model = TorchBaseModel()
-        self.classifier = TorchNeck()
-        self.logit_scale = nn.Parameter(torch.ones([]) * np.log(1 / 0.07))
-        if backup:
-            self.backup_pool = TorchGeM(p=2.0)
-            self.backup_classifier = TorchNeck()
-
-    @torch.no_grad()
-    def eval_embeddings(self, rgb, ir, text_rgb, text_ir):
-        """SPEC §6.2-6.3 with Fix_Visual + Feat_Filter + CAT_EVAL, eval mode."""
-        self.eval()
-        visual, base = self.base_model.visual, self.base_model
-        g_map, q_map = visual(rgb=rgb), visual(ir=ir)
-        f_ir = visual.GEM(q_map)
-        t, t_ir = base.encode_text_eot(text_rgb), base.encode_text_eot(text_ir)
-        q_f, q_i, q_t = self.classifier(f_ir + t - t_ir), self.classifier(f_ir), self.classifier(t)
-        backup_pool = getattr(self, "backup_pool", visual.GEM)
-        backup_neck = getattr(self, "backup_classifier", self.classifier)
-        return ({"current": self.classifier(visual.GEM(g_map)), "ir": backup_neck(backup_pool(g_map))},
-                {"ir": backup_neck(backup_pool(q_map)), "text": q_t, "fusion": q_f, "mer": q_f + q_i + q_t})
-
-
-def random_official_state_dict(backup: bool, seed: int = 0) -> dict:
+def random_official_state_dict(backup: bool, seed: int = 0) -> tuple[tref.TorchTVILFM, dict]:
+    """The reference model with random weights everywhere (BN statistics, LayerNorms, biases, a
+    backup GeM exponent of 2, not 3) and its state_dict as numpy arrays."""
     torch.manual_seed(seed)
-    model = TorchTVILFM(backup)
+    model = tref.TorchTVILFM(tiny_config(backup))
     randomize_batchnorm(model, seed + 1)
     g = torch.Generator().manual_seed(seed + 2)
     with torch.no_grad():
@@ -150,7 +51,12 @@ def random_official_state_dict(backup: bool, seed: int = 0) -> dict:
                 p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
             elif name.endswith("bias"):
                 p.normal_(0, 0.1, generator=g)
+        # Embeddings of unit size (CLIP's init is 0.02 / 0.01), so token ids and positions both count.
+        model.base_model.token_embedding.weight.normal_(0, 1.0, generator=g)
+        model.base_model.positional_embedding.normal_(0, 0.1, generator=g)
         model.classifier.classifier.weight.normal_(0, 0.1, generator=g)
+        if backup:
+            model.backup_pool.p.fill_(2.0)
     return model, {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
 
 
@@ -215,7 +121,7 @@ def test_official_checkpoint_key_errors(stage2):
 
 def test_torchvision_checkpoint_key_errors():
     torch.manual_seed(0)
-    sd = {k: v.numpy() for k, v in small_torch_resnet(BLOCKS, WIDTH).state_dict().items()}
+    sd = {k: v.numpy() for k, v in tref.torchvision_resnet(BLOCKS, WIDTH).state_dict().items()}
     sd["fc.weight"], sd["fc.bias"] = np.zeros((10, 4 * 8 * WIDTH), np.float32), np.zeros(10, np.float32)
     variables = convert_torchvision_resnet(sd, BLOCKS, WIDTH)  # the ImageNet head is dropped knowingly
     np.testing.assert_array_equal(variables["params"]["rgb_stem"]["conv"]["kernel"],
@@ -262,7 +168,7 @@ def test_convert_cli_torchvision_resnet50_roundtrip(tmp_path):
     from tvilfm_jax import convert
 
     torch.manual_seed(0)
-    model = torchvision_resnet50_last_stride1()
+    model = tref.torchvision_resnet50_last_stride1()
     torch.save(model.state_dict(), tmp_path / "resnet50.pth")
     # Full ResNet-50; a 1-layer, narrow text tower keeps the checkpoint small.
     argv = ["--kind", "torchvision", "--input", str(tmp_path / "resnet50.pth"), "--num-classes", "7",

@@ -1,10 +1,8 @@
 """Visual side vs PyTorch: BatchNorm, dual-stem ResNet (torchvision weights), GeM, BN-neck.
 
-The PyTorch references here (`TorchDualResNet`, `small_torch_resnet`, `randomize_batchnorm`) are
-also used by test_conversion.py.
+The PyTorch modules are the shared reference, `benchmarks.torch_reference`; the test helpers
+here (`nchw`, `randomize_batchnorm`) are also used by test_conversion.py.
 """
-
-import copy
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +16,8 @@ from tvilfm_jax.models.resnet import DualResNet
 
 import torch
 nn = torch.nn
+
+from benchmarks import torch_reference as tref  # noqa: E402
 
 
 def assert_close_scaled(actual, expected, rtol=1e-4, what="output"):
@@ -54,73 +54,8 @@ def randomize_batchnorm(module, seed: int) -> None:
                 m.running_var.uniform_(0.5, 1.5, generator=g)
 
 
-def small_torch_resnet(blocks=(1, 1, 1, 1), width=8):
-    """A torchvision-layout ResNet (conv1, bn1, maxpool, layer1..4 of torchvision Bottlenecks)
-    with base width `width` and last stride 1; torchvision's ResNet class fixes width 64."""
-    from torchvision.models.resnet import Bottleneck
-
-    model = nn.Module()
-    model.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
-    model.bn1 = nn.BatchNorm2d(width)
-    model.maxpool = nn.MaxPool2d(3, 2, 1)
-    inplanes = width
-    for i, (count, stride) in enumerate(zip(blocks, (1, 2, 2, 1))):
-        planes = width * 2**i
-        layers = []
-        for j in range(count):
-            s = stride if j == 0 else 1
-            down = None
-            if j == 0 and (s != 1 or inplanes != planes * 4):
-                down = nn.Sequential(nn.Conv2d(inplanes, planes * 4, 1, s, bias=False), nn.BatchNorm2d(planes * 4))
-            layers.append(Bottleneck(inplanes, planes, s, down))
-            inplanes = planes * 4
-        setattr(model, f"layer{i + 1}", nn.Sequential(*layers))
-    return model
-
-
-def torchvision_resnet50_last_stride1():
-    import torchvision
-
-    model = torchvision.models.resnet50(weights=None)
-    model.layer4[0].conv2.stride = (1, 1)
-    model.layer4[0].downsample[0].stride = (1, 1)
-    return model
-
-
-class _Stem(nn.Module):
-    def __init__(self, conv, bn):
-        super().__init__()
-        # Official layout: resnet_conv.{0: conv, 1: bn}; the maxpool has no state. No ReLU.
-        self.resnet_conv = nn.Sequential(conv, bn, nn.MaxPool2d(3, 2, 1))
-
-
-class _Body(nn.Module):
-    def __init__(self, layers):
-        super().__init__()
-        self.resnet_conv = nn.Sequential(*layers)
-
-
-class TorchDualResNet(nn.Module):
-    """The original's Dual_Resnet, with its state_dict key names, built from a torchvision-layout
-    ResNet: each stem gets its own copy of conv1/bn1, the body its layer1..4."""
-
-    def __init__(self, resnet):
-        super().__init__()
-        self.rgb_model = _Stem(copy.deepcopy(resnet.conv1), copy.deepcopy(resnet.bn1))
-        self.ir_model = _Stem(copy.deepcopy(resnet.conv1), copy.deepcopy(resnet.bn1))
-        self.shared_model = _Body([copy.deepcopy(getattr(resnet, f"layer{i}")) for i in range(1, 5)])
-
-    def forward(self, rgb=None, ir=None):
-        parts = []
-        if rgb is not None:
-            parts.append(self.rgb_model.resnet_conv(rgb))
-        if ir is not None:
-            parts.append(self.ir_model.resnet_conv(ir))
-        return self.shared_model.resnet_conv(torch.cat(parts))
-
-
-def stats_from_torch_dual(dual: TorchDualResNet, blocks, width):
-    """The running statistics of a TorchDualResNet in DualResNet's batch_stats layout."""
+def stats_from_torch_dual(dual: tref.DualResNet, blocks, width):
+    """The running statistics of a torch DualResNet in the JAX DualResNet's batch_stats layout."""
     from tvilfm_jax.conversion.common import StateDict
     from tvilfm_jax.conversion.resnet import body_from_torch, stem_from_torch
 
@@ -193,14 +128,14 @@ def _check_dual_resnet_parity(torch_resnet, blocks, width, n_rgb, n_ir, hw):
     net = DualResNet(blocks, width)
     rgb, ir = images(n_rgb, *hw, seed=4), images(n_ir, *hw, seed=5)
 
-    ref = TorchDualResNet(torch_resnet).eval()
+    ref = tref.DualResNet.from_torchvision(torch_resnet).eval()
     with torch.no_grad():
-        expected = nhwc(ref(nchw(rgb), nchw(ir)))
+        expected = nhwc(ref.feature_map(nchw(rgb), nchw(ir)))
     assert_close_scaled(net.apply(variables, rgb, ir, train=False), expected, what="eval-mode features")
 
     ref.train()
     with torch.no_grad():
-        expected = nhwc(ref(nchw(rgb), nchw(ir)))
+        expected = nhwc(ref.feature_map(nchw(rgb), nchw(ir)))
     out, updated = net.apply(variables, rgb, ir, train=True, mutable=["batch_stats"])
     assert out.shape == (n_rgb + n_ir, hw[0] // 16, hw[1] // 16, 32 * width)
     assert_close_scaled(out, expected, what="train-mode features")
@@ -219,7 +154,7 @@ def _check_dual_resnet_parity(torch_resnet, blocks, width, n_rgb, n_ir, hw):
 @pytest.mark.torch
 def test_resnet50_matches_torchvision_in_train_and_eval_mode():
     torch.manual_seed(0)
-    _check_dual_resnet_parity(torchvision_resnet50_last_stride1(), (3, 4, 6, 3), 64, 2, 2, (64, 32))
+    _check_dual_resnet_parity(tref.torchvision_resnet50_last_stride1(), (3, 4, 6, 3), 64, 2, 2, (64, 32))
 
 
 @pytest.mark.torch
@@ -227,10 +162,10 @@ def test_small_resnet_matches_torch_and_routes_single_modalities():
     torch.manual_seed(1)
     blocks, width = (1, 2, 1, 1), 8
     # The returned variables carry the statistics of the train-mode pass, as `ref` does now.
-    net, variables, ref, rgb, ir = _check_dual_resnet_parity(small_torch_resnet(blocks, width), blocks, width, 3, 2, (64, 48))
+    net, variables, ref, rgb, ir = _check_dual_resnet_parity(tref.torchvision_resnet(blocks, width), blocks, width, 3, 2, (64, 48))
     ref.eval()
     with torch.no_grad():
-        only_rgb, only_ir = nhwc(ref(rgb=nchw(rgb))), nhwc(ref(ir=nchw(ir)))
+        only_rgb, only_ir = nhwc(ref.feature_map(rgb=nchw(rgb))), nhwc(ref.feature_map(ir=nchw(ir)))
     assert_close_scaled(net.apply(variables, rgb, None), only_rgb, what="rgb-only")
     assert_close_scaled(net.apply(variables, rgb[:0], ir), only_ir, what="ir-only (empty rgb)")
     with pytest.raises(ValueError, match="at least one"):
@@ -244,7 +179,7 @@ def test_resnet_bf16_compute_keeps_fp32_params_and_statistics():
     blocks, width = (1, 1, 1, 1), 8
     torch.manual_seed(2)
     variables = convert_torchvision_resnet(
-        {k: v.numpy() for k, v in small_torch_resnet(blocks, width).state_dict().items()}, blocks, width)
+        {k: v.numpy() for k, v in tref.torchvision_resnet(blocks, width).state_dict().items()}, blocks, width)
     rgb, ir = images(4, 32, 16, 0), images(4, 32, 16, 1)
     out16, stats = DualResNet(blocks, width, dtype=jnp.bfloat16).apply(
         variables, rgb, ir, train=True, mutable=["batch_stats"])
@@ -266,16 +201,15 @@ def test_resnet_bf16_compute_keeps_fp32_params_and_statistics():
 def test_gem_matches_torch_including_gradient_of_p():
     x = np.random.RandomState(0).randn(3, 5, 4, 6).astype(np.float32)  # negatives get clamped
     p0 = 2.5
-    p_t = torch.tensor([p0], requires_grad=True)
-    xt = nchw(x)
-    ref = torch.nn.functional.avg_pool2d(xt.clamp(min=1e-6).pow(p_t), (5, 4)).pow(1.0 / p_t).flatten(1)
+    ref_gem = tref.GeM(p=p0)
+    ref = ref_gem(nchw(x))
     ref.sum().backward()
 
     gem = GeM()
     params = {"params": {"p": jnp.array([p0], jnp.float32)}}
     np.testing.assert_allclose(gem.apply(params, x), ref.detach().numpy(), rtol=1e-5, atol=1e-6)
     grad = jax.grad(lambda p: gem.apply(p, x).sum())(params)
-    np.testing.assert_allclose(grad["params"]["p"], p_t.grad.numpy(), rtol=1e-4)
+    np.testing.assert_allclose(grad["params"]["p"], ref_gem.p.grad.numpy(), rtol=1e-4)
     init = gem.init(jax.random.key(0), x)
     assert init["params"]["p"].shape == (1,) and float(init["params"]["p"][0]) == 3.0
     # bf16 input: the pow still runs in fp32.
@@ -286,7 +220,9 @@ def test_gem_matches_torch_including_gradient_of_p():
 def test_bnneck_train_and_eval_match_torch():
     rs = np.random.RandomState(0)
     x = rs.randn(10, 16).astype(np.float32) * 4
-    bn, fc = nn.BatchNorm1d(16), nn.Linear(16, 7, bias=False)
+    ref = tref.Classifier(16, 7)
+    bn, fc = ref.BN, ref.classifier
+    fc.reset_parameters()  # nn.Linear's own scale (~0.14), not the neck's N(0, 0.001): logits of size ~1
     randomize_batchnorm(bn, seed=2)
     variables = {
         "params": {"bn": {"scale": bn.weight.detach().numpy(), "bias": bn.bias.detach().numpy()},
@@ -296,14 +232,14 @@ def test_bnneck_train_and_eval_match_torch():
     neck = BNNeck(7)
     (feats, logits), updated = neck.apply(variables, x, train=True, mutable=["batch_stats"])
     with torch.no_grad():
-        ref_logits = fc(bn.train()(torch.from_numpy(x)))
+        ref_logits = ref.train()(torch.from_numpy(x))
     np.testing.assert_array_equal(feats, x)
     np.testing.assert_allclose(logits, ref_logits.numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(updated["batch_stats"]["bn"]["var"], bn.running_var.numpy(), rtol=1e-6)
 
     emb = neck.apply({"params": variables["params"], **updated}, x, train=False)  # torch's stats moved too
     with torch.no_grad():
-        ref_emb = torch.nn.functional.normalize(bn.eval()(torch.from_numpy(x)), dim=1, eps=0)
+        ref_emb = ref.eval()(torch.from_numpy(x))
     np.testing.assert_allclose(emb, ref_emb.numpy(), rtol=1e-5, atol=1e-6)
 
     init = neck.init(jax.random.key(0), x, train=True)

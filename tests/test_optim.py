@@ -32,60 +32,12 @@ def optim_config(**overrides):
     return cfg
 
 
-def official_shapes(c: ModelConfig) -> dict[str, tuple]:
-    """Every key of an official TVI-LFM state_dict for config `c`, with its shape (SPEC §1.9)."""
-    shapes = {}
-
-    def bn(key, n):
-        for leaf in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"{key}.{leaf}"] = (n,)
-
-    w = c.resnet_width
-    for stem in ("rgb_model", "ir_model"):
-        shapes[f"base_model.visual.{stem}.resnet_conv.0.weight"] = (w, 3, 7, 7)
-        bn(f"base_model.visual.{stem}.resnet_conv.1", w)
-    in_ch = w
-    for layer, blocks in enumerate(c.resnet_blocks):
-        mid = w * 2 ** layer
-        for b in range(blocks):
-            key = f"base_model.visual.shared_model.resnet_conv.{layer}.{b}"
-            shapes[f"{key}.conv1.weight"] = (mid, in_ch, 1, 1)
-            shapes[f"{key}.conv2.weight"] = (mid, mid, 3, 3)
-            shapes[f"{key}.conv3.weight"] = (4 * mid, mid, 1, 1)
-            for i, n in ((1, mid), (2, mid), (3, 4 * mid)):
-                bn(f"{key}.bn{i}", n)
-            if b == 0:
-                shapes[f"{key}.downsample.0.weight"] = (4 * mid, in_ch, 1, 1)
-                bn(f"{key}.downsample.1", 4 * mid)
-            in_ch = 4 * mid
-    shapes["base_model.visual.GEM.p"] = (1,)
-    t = c.text
-    shapes["base_model.token_embedding.weight"] = (t.vocab_size, t.width)
-    shapes["base_model.positional_embedding"] = (t.context_length, t.width)
-    for i in range(t.layers):
-        key = f"base_model.transformer.resblocks.{i}"
-        shapes[f"{key}.attn.in_proj_weight"] = (3 * t.width, t.width)
-        shapes[f"{key}.attn.in_proj_bias"] = (3 * t.width,)
-        shapes[f"{key}.attn.out_proj.weight"] = (t.width, t.width)
-        shapes[f"{key}.attn.out_proj.bias"] = (t.width,)
-        shapes[f"{key}.mlp.c_fc.weight"] = (4 * t.width, t.width)
-        shapes[f"{key}.mlp.c_fc.bias"] = (4 * t.width,)
-        shapes[f"{key}.mlp.c_proj.weight"] = (t.width, 4 * t.width)
-        shapes[f"{key}.mlp.c_proj.bias"] = (t.width,)
-        for ln in ("ln_1", "ln_2"):
-            shapes[f"{key}.{ln}.weight"] = shapes[f"{key}.{ln}.bias"] = (t.width,)
-    shapes["base_model.ln_final.weight"] = shapes["base_model.ln_final.bias"] = (t.width,)
-    shapes["base_model.text_projection"] = (t.width, t.embed_dim)
-    for neck in ("classifier", "backup_classifier"):
-        bn(f"{neck}.BN", c.embed_dim)
-        shapes[f"{neck}.classifier.weight"] = (c.num_classes, c.embed_dim)
-    shapes["backup_pool.p"] = (1,)
-    return shapes
-
-
 def original_names(c: ModelConfig) -> dict[tuple, str]:
-    """Flax param path -> the original's parameter name (each key filled with its own index)."""
-    keys = list(official_shapes(c).items())
+    """Flax param path -> the original's parameter name: every key of the PyTorch reference's
+    state_dict (the official layout, SPEC §1.9) filled with its own index, then converted."""
+    from benchmarks import torch_reference as tref
+
+    keys = [(k, tuple(v.shape)) for k, v in tref.TorchTVILFM(c).state_dict().items()]
     tensors = {k: np.full(shape, i, np.float32) for i, (k, shape) in enumerate(keys)}
     params = convert_official(tensors, c)["params"]
     names = {}
