@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import os
 
+from tvilfm_jax.data.datasets import LAYOUTS
 from tvilfm_jax.data.layouts.captions import relative_key
 from tvilfm_jax.data.layouts.checks import IMAGE_CHECKS
 from tvilfm_jax.data.layouts.llcm import read_llcm
 from tvilfm_jax.data.layouts.problems import DatasetCountWarning, DatasetError, SkippedImagesWarning
-from tvilfm_jax.data.layouts.records import DATASET_NAMES, DatasetIndex, GallerySet, ImageRef, QueryRecord, TrainRecord
+from tvilfm_jax.data.layouts.records import DatasetIndex, GallerySet, ImageRef, QueryRecord, TrainRecord
 from tvilfm_jax.data.layouts.regdb import read_regdb
 from tvilfm_jax.data.layouts.sysu import read_sysu
 
 __all__ = [
-    "DATASET_NAMES",
     "IMAGE_CHECKS",
     "DatasetCountWarning",
     "DatasetError",
@@ -58,4 +58,4 @@ def read_layout(root: str | os.PathLike, layout: str, *, trial: int | None = Non
         return read_sysu(root, **kwargs)
     if layout == "llcm":
         return read_llcm(root, **kwargs)
-    raise ValueError(f"layout must be one of {sorted(DATASET_NAMES)}, got {layout!r}")
+    raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")

@@ -25,7 +25,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from tvilfm_jax.data import protocols
+from tvilfm_jax.data import datasets, protocols
 from tvilfm_jax.data.layouts import captions as text
 from tvilfm_jax.data.layouts import checks
 from tvilfm_jax.data.layouts.problems import Problems
@@ -46,7 +46,7 @@ def read_llcm(
     images: str = "header",
     strict: bool = True,
     synthetic: bool = False,
-    trials: Sequence[int] = protocols.GALLERY_TRIALS,
+    trials: Sequence[int] = datasets.GALLERY_TRIALS,
     workers: int | None = None,
 ) -> DatasetIndex:
     """Reads and validates an LLCM tree; raises one `DatasetError`. Arguments as `read_sysu`."""
@@ -66,11 +66,11 @@ def read_llcm(
 
     query = [
         QueryRecord(r.path, r.pid, r.cam)
-        for r in protocols.walk_images(root, test_ids, protocols.llcm_cam_dirs("test_nir", protocols.LLCM_QUERY_CAMS))
+        for r in protocols.walk_images(root, test_ids, protocols.llcm_cam_dirs("test_nir", datasets.LLCM_QUERY_CAMS))
     ]
     galleries = {}
     try:
-        cam_dirs = protocols.llcm_cam_dirs("test_vis", protocols.LLCM_GALLERY_CAMS)
+        cam_dirs = protocols.llcm_cam_dirs("test_vis", datasets.LLCM_GALLERY_CAMS)
         sampled = [protocols.sample_gallery(root, test_ids, cam_dirs, t) for t in trials]
         galleries["all"] = protocols.union_galleries(sampled, trials)
     except ValueError as err:

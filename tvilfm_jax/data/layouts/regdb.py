@@ -22,7 +22,7 @@ import os
 import re
 from pathlib import Path
 
-from tvilfm_jax.data import protocols
+from tvilfm_jax.data import datasets, protocols
 from tvilfm_jax.data.layouts import captions as text
 from tvilfm_jax.data.layouts import checks
 from tvilfm_jax.data.layouts.problems import Problems
@@ -64,8 +64,8 @@ def read_regdb(
     overlap = {pid for _, _, pid in train_v + train_t} & {pid for _, _, pid in test_t + test_v}
     problems.extend(f"ids in both the training and the test split of trial {trial}", map(str, sorted(overlap)))
 
-    query = [QueryRecord(p, pid, protocols.REGDB_QUERY_CAM) for p, _, pid in test_t]
-    gallery = [protocols.ImageRef(p, pid, protocols.REGDB_GALLERY_CAM) for p, _, pid in test_v]
+    query = [QueryRecord(p, pid, datasets.REGDB_QUERY_CAM) for p, _, pid in test_t]
+    gallery = [protocols.ImageRef(p, pid, datasets.REGDB_GALLERY_CAM) for p, _, pid in test_v]
     texts_v = texts_t = None
     id_map = None
     own_rgb, own_rgb_files = {}, ()
@@ -97,8 +97,8 @@ def read_regdb(
         trial=trial,
         captioner=captioner if with_text else None,
         num_classes=num_classes,
-        train_rgb=train_records(train_v, protocols.REGDB_GALLERY_CAM, texts_v),
-        train_ir=train_records(train_t, protocols.REGDB_QUERY_CAM, texts_t),
+        train_rgb=train_records(train_v, datasets.REGDB_GALLERY_CAM, texts_v),
+        train_ir=train_records(train_t, datasets.REGDB_QUERY_CAM, texts_t),
         query=query,
         galleries={"all": protocols.union_galleries([gallery], [trial])},
         id_caption_map=id_map,

@@ -25,14 +25,13 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from tvilfm_jax.data import protocols
+from tvilfm_jax.data import datasets, protocols
+from tvilfm_jax.data.datasets import SYSU_IR_CAMS, SYSU_RGB_CAMS
 from tvilfm_jax.data.layouts import captions as text
 from tvilfm_jax.data.layouts import checks
 from tvilfm_jax.data.layouts.problems import Problems
 from tvilfm_jax.data.layouts.records import DatasetIndex, QueryRecord, TrainRecord
 
-RGB_CAMS = (1, 2, 4, 5)
-IR_CAMS = (3, 6)
 #: The standard release; deviations only warn.
 EXPECTED_COUNTS = {"train_rgb": 22258, "train_ir": 11909, "train_ids": 395, "query": 3803, "query_ids": 96}
 _CAM_FOLDER = re.compile(r"cam\d+")
@@ -46,7 +45,7 @@ def read_sysu(
     images: str = "header",
     strict: bool = True,
     synthetic: bool = False,
-    trials: Sequence[int] = protocols.GALLERY_TRIALS,
+    trials: Sequence[int] = datasets.GALLERY_TRIALS,
     workers: int | None = None,
 ) -> DatasetIndex:
     """Reads and validates a SYSU-MM01 tree; raises one `DatasetError` listing every problem.
@@ -64,7 +63,7 @@ def read_sysu(
     root = Path(root)
     checks.require_root("sysu", root)
     problems = Problems()
-    checks.require_folders(root, [f"cam{c}" for c in (*RGB_CAMS, *IR_CAMS)], problems)
+    checks.require_folders(root, [f"cam{c}" for c in (*SYSU_RGB_CAMS, *SYSU_IR_CAMS)], problems)
     train_ids = checks.read_ids(root, "exp/train_id.txt", problems) + checks.read_ids(root, "exp/val_id.txt", problems)
     test_ids = checks.read_ids(root, "exp/test_id.txt", problems)
     checks.report_duplicates(train_ids, "exp/train_id.txt + exp/val_id.txt: repeated ids", problems)
@@ -72,8 +71,8 @@ def read_sysu(
     problems.extend("ids in both the training and the test split", map(str, sorted(set(train_ids) & set(test_ids))))
     train_ids, test_ids = sorted(set(train_ids)), sorted(set(test_ids))
 
-    rgb = protocols.walk_images(root, train_ids, protocols.sysu_cam_dirs(RGB_CAMS))
-    ir = protocols.walk_images(root, train_ids, protocols.sysu_cam_dirs(IR_CAMS))
+    rgb = protocols.walk_images(root, train_ids, protocols.sysu_cam_dirs(SYSU_RGB_CAMS))
+    ir = protocols.walk_images(root, train_ids, protocols.sysu_cam_dirs(SYSU_IR_CAMS))
     ir_pids = sorted({r.pid for r in ir})
     label = {pid: i for i, pid in enumerate(ir_pids)}
     rgb_pids = {r.pid for r in rgb}
@@ -81,9 +80,9 @@ def read_sysu(
     problems.extend("training ids with RGB images but no IR images (cams 3, 6)", map(str, sorted(rgb_pids - label.keys())))
     problems.extend("training ids with IR images but no RGB images (cams 1, 2, 4, 5)", map(str, sorted(label.keys() - rgb_pids)))
 
-    query = protocols.walk_images(root, test_ids, protocols.sysu_cam_dirs(IR_CAMS))
+    query = protocols.walk_images(root, test_ids, protocols.sysu_cam_dirs(SYSU_IR_CAMS))
     galleries = {}
-    for mode, cams in protocols.SYSU_GALLERY_CAMS.items():
+    for mode, cams in datasets.SYSU_GALLERY_CAMS.items():
         try:
             sampled = [protocols.sample_gallery(root, test_ids, protocols.sysu_cam_dirs(cams), t) for t in trials]
         except ValueError as err:

@@ -31,17 +31,14 @@ from collections.abc import Iterable
 import numpy as np
 from PIL import Image
 
+from tvilfm_jax.data.datasets import LLCM_NIR_CAMS, LLCM_VIS_CAMS, SYSU_INDOOR_CAMS, SYSU_IR_CAMS, SYSU_RGB_CAMS, check_layout
+
 from . import seeds
 from .cameras import Scene, View, sample_scene, sample_view
 from .captions import describe
 from .people import Person, sample_people
 from .render import render
 
-LAYOUTS = ("sysu", "regdb", "llcm")
-
-SYSU_RGB_CAMS, SYSU_IR_CAMS = (1, 2, 4, 5), (3, 6)
-SYSU_INDOOR_CAMS = (1, 2, 3)
-LLCM_VIS_CAMS, LLCM_NIR_CAMS = tuple(range(1, 10)), (1, 2, 4, 5, 6, 7, 8, 9)
 REGDB_FACINGS = ("front", "back")  # RegDB file names only know these two
 
 DEFAULTS: dict[str, dict[str, object]] = {
@@ -87,8 +84,7 @@ class Plan:
 
 
 def _options(layout: str, sizes: dict) -> dict:
-    if layout not in DEFAULTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    check_layout(layout)
     unknown = set(sizes) - set(DEFAULTS[layout])
     if unknown:
         raise TypeError(f"unknown size knob(s) {sorted(unknown)} for layout {layout!r}; "
