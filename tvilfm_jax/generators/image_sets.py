@@ -27,7 +27,6 @@ from pathlib import Path
 from tvilfm_jax.data import protocols
 from tvilfm_jax.data.datasets import LAYOUTS, LLCM_GALLERY_CAMS, LLCM_QUERY_CAMS, SYSU_IR_CAMS, SYSU_RGB_CAMS
 
-MODALITIES = ("RGB", "IR")
 
 
 

@@ -14,8 +14,9 @@ import dataclasses
 import json
 import os
 
+from tvilfm_jax.data.text.files import MODALITIES
 from tvilfm_jax.generators import text_files
-from tvilfm_jax.generators.image_sets import MODALITIES, ImageSet, list_images
+from tvilfm_jax.generators.image_sets import ImageSet, list_images
 from tvilfm_jax.generators.progress import ProgressStore
 from tvilfm_jax.generators.settings import MAX_LENGTH, PROMPT_TEMPLATE, SamplingSettings
 
