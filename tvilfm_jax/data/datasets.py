@@ -1,7 +1,7 @@
 """The dataset registry: the three benchmarks' names, cameras, trials and default protocols.
 
 Every module that needs to know which datasets exist reads it here (layout readers, synthetic
-writer, TFDS builders, generators, evaluator, configs):
+writer, TFDS builders, text generation, evaluator, configs):
 
     layout         display     TFDS name                  RegDB split
     "sysu"         SYSU-MM01   sysu_mm01                  -
@@ -43,7 +43,7 @@ REGDB_GALLERY_CAM = 2
 GALLERY_TRIALS = tuple(range(10))
 REGDB_TRIALS = tuple(range(1, 11))
 
-#: The evaluation protocols (`tvilfm_jax.eval.settings.PROTOCOLS`) run on each layout by default.
+#: The evaluation protocols (names of the evaluator's `PROTOCOLS`) run on each layout by default.
 DEFAULT_PROTOCOLS = {
     "sysu": ("sysu-all", "sysu-indoor"),
     "regdb": ("regdb-t2v", "regdb-v2t"),

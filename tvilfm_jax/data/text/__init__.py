@@ -3,5 +3,5 @@
 Module map: `files` (file names, contents, writing), `reading` (parsing and matching the
 files to images, for the layout readers), `colour_filter` (removing colour words from IR
 rephrases), `atomic_files` (writes a killed run never leaves half-done). Used by the layout
-readers (and so the TFDS builders), the synthetic trees and `tvilfm_jax.generators`.
+readers (and so the TFDS builders), the synthetic trees and the captioning/rephrasing CLI.
 """

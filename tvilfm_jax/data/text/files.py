@@ -12,9 +12,9 @@ modality ``<M>`` ("RGB" or "IR"); ``file_name(kind, M, c)`` names one relative t
   train_text_label  [N_train] pid str (RGB zero-padded, IR not) sysu
 
 Keys are ``key_prefix + <path relative to the dataset root>``; the original concatenates its
-data root and the path, so a non-empty prefix ends with '/'. The generators also keep the raw
-and colour-filtered IR rephrases (``raw_rephrase_file``, ``filtered_rephrase_file``). Readers:
-`tvilfm_jax.data.text.reading`; writers: the generators (real data) and the synthetic trees.
+data root and the path, so a non-empty prefix ends with '/'. The captioning stages also keep the
+raw and colour-filtered IR rephrases (``raw_rephrase_file``, ``filtered_rephrase_file``). Readers:
+`tvilfm_jax.data.text.reading`; writers: the captioning stages (real data) and the synthetic trees.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def text_path(kind: str, modality: str, captioner: str = CAPTIONER) -> str:
 
 
 def raw_rephrase_file(layout: str) -> str:
-    """The generators' LLM rephrases of the IR captions before the colour filter (relative to Text/)."""
+    """The LLM rephrases of the IR captions before the colour filter (relative to Text/)."""
     return f"{CAPTIONER}_IR/origin_llm_color_dict/{layout}_ir_blip_caption_LLM_dict.json"
 
 
