@@ -29,10 +29,10 @@ def test_builders_register_the_registry_names():
 @pytest.mark.parametrize("layout", datasets.LAYOUTS)
 def test_layout_of_reads_the_tfds_names(layout):
     name = datasets.TFDS_NAMES[layout]
-    if layout == "regdb":
-        assert datasets.layout_of(f"{name}/{datasets.regdb_config_name(7)}:1.0.0") == ("regdb", 7)
-    else:
-        assert datasets.layout_of(name) == (layout, None)
+    trial = 7 if layout == "regdb" else None
+    assert datasets.layout_of(datasets.tfds_name(layout, trial) + ":1.0.0") == (layout, trial)
+    with pytest.raises(ValueError, match="trial"):
+        datasets.tfds_name(layout, None if trial else 1)
     assert set(datasets.DEFAULT_PROTOCOLS) == set(datasets.DISPLAY_NAMES) == set(datasets.LAYOUTS)
     with pytest.raises(ValueError, match="cannot tell the dataset layout"):
         datasets.layout_of(f"{name}_v2/x")

@@ -84,3 +84,11 @@ def layout_of(name: str) -> tuple[str, int | None]:
 def regdb_config_name(trial: int) -> str:
     """The TFDS config of one RegDB split: "trial<t>"."""
     return f"trial{trial}"
+
+
+def tfds_name(layout: str, trial: int | None = None) -> str:
+    """The TFDS dataset of a real layout: "sysu_mm01", "regdb/trial<t>" (needs `trial`), "llcm"."""
+    check_layout(layout)
+    if (trial is None) != (layout != "regdb"):
+        raise ValueError(f"{layout}: trial={trial!r}; RegDB needs one of {REGDB_TRIALS}, the others none")
+    return TFDS_NAMES[layout] if trial is None else f"{TFDS_NAMES[layout]}/{regdb_config_name(trial)}"
