@@ -41,7 +41,6 @@ from tvilfm_jax.data.datasets import (
     LLCM_QUERY_CAMS,
     REGDB_GALLERY_CAM,
     REGDB_QUERY_CAM,
-    REGDB_TRIALS,
     SYSU_GALLERY_CAMS,
     SYSU_QUERY_CAMS,
 )

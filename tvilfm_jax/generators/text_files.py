@@ -47,10 +47,6 @@ from tvilfm_jax.data.text.files import (
 )
 from tvilfm_jax.generators.image_sets import ImageEntry, ImageSet
 
-def default_key_prefix(layout: str) -> str:
-    return f"datasets/{layout}/"
-
-
 def caption_file_names(layout: str) -> list[str]:
     """Files (relative to Text/) written once all captions exist."""
     if layout == "sysu":

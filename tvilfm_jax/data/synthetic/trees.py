@@ -32,7 +32,7 @@ from PIL import Image
 
 from tvilfm_jax.data.datasets import LLCM_NIR_CAMS, LLCM_VIS_CAMS, SYSU_INDOOR_CAMS, SYSU_IR_CAMS, SYSU_RGB_CAMS, check_layout
 from tvilfm_jax.data.text import files as fmt
-from tvilfm_jax.data.text.files import CAPTION_DICT, ID_CAPTION_MAP, LLM_DICT, TRAIN_LABELS, TRAIN_LLM_TEXT, TRAIN_TEXT, text_path
+from tvilfm_jax.data.text.files import CAPTION_DICT, ID_CAPTION_MAP, LLM_DICT, TRAIN_LABELS, TRAIN_LLM_TEXT, TRAIN_TEXT, default_key_prefix, text_path
 
 from . import seeds
 from .cameras import Scene, View, sample_scene, sample_view
@@ -44,11 +44,11 @@ REGDB_FACINGS = ("front", "back")  # RegDB file names only know these two
 
 DEFAULTS: dict[str, dict[str, object]] = {
     "sysu": {"num_train_ids": 120, "num_val_ids": None, "num_test_ids": 24, "images_per_cam": 2,
-             "image_size": (288, 144), "key_prefix": "datasets/sysu/"},
+             "image_size": (288, 144), "key_prefix": default_key_prefix("sysu")},
     "regdb": {"num_train_ids": 24, "num_test_ids": 24, "images_per_id": 10, "num_trials": 10,
-              "image_size": (128, 64), "key_prefix": "datasets/regdb/"},
+              "image_size": (128, 64), "key_prefix": default_key_prefix("regdb")},
     "llcm": {"num_train_ids": 40, "num_test_ids": 16, "images_per_cam": 3,
-             "image_size": (288, 144), "key_prefix": "datasets/llcm/"},
+             "image_size": (288, 144), "key_prefix": default_key_prefix("llcm")},
 }
 
 

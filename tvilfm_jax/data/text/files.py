@@ -60,6 +60,11 @@ def filtered_rephrase_file(layout: str) -> str:
     return f"{CAPTIONER}_IR/{folder}/{layout}_ir_blip_caption_LLM_filtered_dict.json"
 
 
+def default_key_prefix(layout: str) -> str:
+    """The key prefix of the released files: "datasets/<layout>/"."""
+    return f"datasets/{layout}/"
+
+
 def normalise_key_prefix(prefix: str) -> str:
     """The original concatenates root + path, so a non-empty prefix must end with '/'."""
     return prefix if prefix == "" or prefix.endswith("/") else prefix + "/"
