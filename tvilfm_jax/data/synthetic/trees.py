@@ -212,11 +212,22 @@ def _plan_sysu(seed: int, o: dict) -> Plan:
     return Plan("sysu", o, people, tuple(shots), lists, text, summary)
 
 
-def _caption_dicts(shots: list[Shot], prefix: str, modality_dir: str) -> tuple[dict, dict]:
-    """(caption_dict, caption_llm_dict) of RegDB/LLCM keyed by prefix + relative path."""
-    items = [(path, s.description, s.aug_description) for s in shots
-             for path in (s.relpath, *s.twins) if path.startswith(modality_dir)]
-    return fmt.caption_dict(((p, d) for p, d, _ in items), prefix), fmt.llm_dict(items, prefix)
+def _json_text(shots: list[Shot], prefix: str, rgb_dir: str, ir_dir: str, rgb_map_order: list[Shot]) -> dict:
+    """The Text/ files of the JSON-captioned layouts (RegDB, LLCM): per modality the caption and
+    rephrase dicts keyed by prefix + each path under its folder (`rgb_dir`, `ir_dir`: twins
+    elsewhere are left out), and the RGB id caption map of `rgb_map_order`."""
+    dicts = {}
+    for modality, tag, folder in (("rgb", "RGB", rgb_dir), ("ir", "IR", ir_dir)):
+        items = [(path, s.description, s.aug_description) for s in shots if s.modality == modality
+                 for path in (s.relpath, *s.twins) if path.startswith(folder)]
+        dicts[tag] = fmt.caption_dict(((p, d) for p, d, _ in items), prefix), fmt.llm_dict(items, prefix)
+    return {
+        text_path(CAPTION_DICT, "RGB"): dicts["RGB"][0],
+        text_path(LLM_DICT, "RGB"): dicts["RGB"][1],
+        text_path(ID_CAPTION_MAP, "RGB"): _id_caption_map(rgb_map_order),
+        text_path(CAPTION_DICT, "IR"): dicts["IR"][0],
+        text_path(LLM_DICT, "IR"): dicts["IR"][1],
+    }
 
 
 def _plan_regdb(seed: int, o: dict) -> Plan:
@@ -252,17 +263,8 @@ def _plan_regdb(seed: int, o: dict) -> Plan:
             for modality, name in (("rgb", "visible"), ("ir", "thermal")):
                 rows = sorted((s.pid, s.relpath) for s in shots if s.modality == modality and s.pid in label)
                 lists[f"idx/{split}_{name}_{t}.txt"] = "".join(f"{p} {label[pid]}\n" for pid, p in rows)
-    prefix = o["key_prefix"]
     rgb, ir = [s for s in shots if s.modality == "rgb"], [s for s in shots if s.modality == "ir"]
-    rgb_plain, rgb_llm = _caption_dicts(rgb, prefix, "Visible/")
-    ir_plain, ir_llm = _caption_dicts(ir, prefix, "Thermal/")
-    text = {
-        text_path(CAPTION_DICT, "RGB"): rgb_plain,
-        text_path(LLM_DICT, "RGB"): rgb_llm,
-        text_path(ID_CAPTION_MAP, "RGB"): _id_caption_map(rgb),
-        text_path(CAPTION_DICT, "IR"): ir_plain,
-        text_path(LLM_DICT, "IR"): ir_llm,
-    }
+    text = _json_text(shots, o["key_prefix"], "Visible/", "Thermal/", rgb)
     summary = {"num_ids": n, "num_classes": o["num_train_ids"], "trials": trials,
                "counts": {"visible": len(rgb), "thermal": len(ir)}}
     return Plan("regdb", o, people, tuple(shots), lists, text, summary)
@@ -302,17 +304,8 @@ def _plan_llcm(seed: int, o: dict) -> Plan:
     for modality, name in (("rgb", "vis"), ("ir", "nir")):
         rows = sorted((s.pid, s.relpath) for s in shots if s.modality == modality and s.pid in label)
         lists[f"idx/train_{name}.txt"] = "".join(f"{p} {label[pid]}\n" for pid, p in rows)
-    prefix = o["key_prefix"]
-    rgb, ir = [s for s in shots if s.modality == "rgb"], [s for s in shots if s.modality == "ir"]
-    rgb_plain, rgb_llm = _caption_dicts(rgb, prefix, "vis/")
-    ir_plain, ir_llm = _caption_dicts(ir, prefix, "nir/")
-    text = {
-        text_path(CAPTION_DICT, "RGB"): rgb_plain,
-        text_path(LLM_DICT, "RGB"): rgb_llm,
-        text_path(ID_CAPTION_MAP, "RGB"): _id_caption_map(sorted(rgb, key=lambda s: s.relpath)),
-        text_path(CAPTION_DICT, "IR"): ir_plain,
-        text_path(LLM_DICT, "IR"): ir_llm,
-    }
+    rgb = sorted((s for s in shots if s.modality == "rgb"), key=lambda s: s.relpath)
+    text = _json_text(shots, o["key_prefix"], "vis/", "nir/", rgb)
 
     def count(modality: str, ids: set[int]) -> int:
         return sum(s.modality == modality and s.pid in ids for s in shots)
