@@ -1,11 +1,7 @@
 """Writing the Text/ file set the loaders read from an `ImageSet`, stage by stage (SPEC §5.3, §9).
 
-The formats and file names are `tvilfm_jax.data.text.files`; this module decides which
-images each file covers.
-
-Keys are ``key_prefix + <path relative to the dataset root>``; the default prefix is the one
-of the released files, ``datasets/<layout>/``. Pids in id maps are ``str(int)`` ("6", not
-"0006"). Files under ``Text/`` (``Blip_RGB/`` and ``Blip_IR/``):
+The formats, file names and key prefixes are those of `tvilfm_jax.data.text.files`; this module
+decides which files each stage writes and which images each covers. Files under ``Text/``:
 
 After captioning (every image of the modality, train and test):
   Blip_RGB/caption_dict_Blip_RGB.json       {key: {"description"}}          regdb, llcm
@@ -46,6 +42,7 @@ from tvilfm_jax.data.text.files import (
     raw_rephrase_file,
 )
 from tvilfm_jax.generators.image_sets import ImageEntry, ImageSet
+
 
 def caption_file_names(layout: str) -> list[str]:
     """Files (relative to Text/) written once all captions exist."""
