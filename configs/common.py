@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from tvilfm_jax.data.datasets import tfds_name
+
 STAGES = ("base", "tvilfm")
 RECIPES = ("paper", "clean")
 
@@ -59,7 +61,7 @@ def base_config(stage: str = "base", recipe: str = "paper") -> ml_collections.Co
 
     c.data = ml_collections.ConfigDict()
     # TFDS name with config, e.g. "sysu_mm01", "regdb/trial1", "llcm", "synthetic/sysu".
-    c.data.name = "sysu_mm01"
+    c.data.name = tfds_name("sysu")
     # TFDS data_dir; "" = TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR).
     c.data.data_dir = ""
     # Build a missing synthetic/* dataset into data_dir before training (real datasets are built

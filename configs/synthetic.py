@@ -19,12 +19,13 @@ padding scaled to the small images.
 import importlib.util
 from pathlib import Path
 
+from tvilfm_jax.data.datasets import LAYOUTS, SYNTHETIC_PREFIX
+
 # Config files are loaded by path, so common.py is too.
 _spec = importlib.util.spec_from_file_location("tvilfm_configs_common", Path(__file__).with_name("common.py"))
 common = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(common)
 
-LAYOUTS = ("sysu", "regdb", "llcm")
 # Default epochs per stage (about 28 x 23 = 644 stage-1 steps on synthetic/sysu) and where the
 # two lr decays fall, as fractions of the run.
 EPOCHS = {"base": 28, "tvilfm": 16}
@@ -36,7 +37,7 @@ def get_config(arg=None):
     if args["layout"] not in LAYOUTS:
         raise ValueError(f"config argument layout={args['layout']!r}: expected one of {LAYOUTS}")
     c = common.base_config(args["stage"], args["recipe"])
-    c.data.name = f"synthetic/{args['layout']}"
+    c.data.name = SYNTHETIC_PREFIX + args["layout"]
     c.data.build_synthetic = True
     c.data.data_dir = "tfds_data"  # relative to the working directory (the repo root: git-ignored)
     c.data.image_size = (64, 32)

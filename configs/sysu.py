@@ -9,6 +9,8 @@ Stage 1 should start from converted ImageNet/CLIP weights (`--config.init.checkp
 import importlib.util
 from pathlib import Path
 
+from tvilfm_jax.data.datasets import tfds_name
+
 # Config files are loaded by path, so common.py is too.
 _spec = importlib.util.spec_from_file_location("tvilfm_configs_common", Path(__file__).with_name("common.py"))
 common = importlib.util.module_from_spec(_spec)
@@ -18,7 +20,7 @@ _spec.loader.exec_module(common)
 def get_config(arg=None):
     args = common.parse_arg(arg, {"stage": "base", "recipe": "paper"})
     c = common.base_config(args["stage"], args["recipe"])
-    c.data.name = "sysu_mm01"
+    c.data.name = tfds_name("sysu")
     if c.stage == "tvilfm":
         common.sysu_llcm_stage2(c)
     return common.finalize(c)

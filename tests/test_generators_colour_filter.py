@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from tvilfm_jax.generators import colour_filter
+from tvilfm_jax.data.text import colour_filter
 from tvilfm_jax.generators.__main__ import main
-from tvilfm_jax.generators.colour_filter import contains_colour, remove_colours
+from tvilfm_jax.data.text.colour_filter import contains_colour, remove_colours
 
 REMOVED = [
     # multi-word and hyphenated colours go whole

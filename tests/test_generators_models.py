@@ -21,7 +21,7 @@ from tvilfm_jax.data.layouts import read_layout
 from tvilfm_jax.generators import stages
 from tvilfm_jax.generators.__main__ import main
 from tvilfm_jax.generators.captioning import caption_batch, load_image
-from tvilfm_jax.generators.colour_filter import remove_colours
+from tvilfm_jax.data.text.colour_filter import remove_colours
 from tvilfm_jax.generators.image_sets import list_images
 from tvilfm_jax.generators.model_loading import (
     load_blip,

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from tvilfm_jax.generators import atomic_files
+from tvilfm_jax.data.text import atomic_files
 from tvilfm_jax.generators.progress import ProgressStore, pending_chunks
 
 

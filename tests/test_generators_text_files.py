@@ -12,7 +12,7 @@ from test_generators_trees import synthetic_tree
 
 from tvilfm_jax.data.layouts import read_layout
 from tvilfm_jax.generators import text_files
-from tvilfm_jax.generators.colour_filter import remove_colours
+from tvilfm_jax.data.text.colour_filter import remove_colours
 from tvilfm_jax.generators.image_sets import list_images
 
 

@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from tvilfm_jax.data import protocols
+from tvilfm_jax.data import datasets, protocols
 from tvilfm_jax.data.protocols import ImageRef
 
 TEST_IDS = [12, 3, 7, 25, 40]  # written unsorted; the protocol sorts
@@ -121,7 +121,7 @@ def test_sysu_equals_original_loop(sysu_root, mode):
 
 
 def test_sysu_gallery_sizes_one_per_id_and_camera(sysu_root):
-    for mode, cams in protocols.SYSU_GALLERY_CAMS.items():
+    for mode, cams in datasets.SYSU_GALLERY_CAMS.items():
         folders = {(pid, c) for pid in TEST_IDS for c in cams if (sysu_root / f"cam{c}" / f"{pid:04d}").is_dir()}
         gallery = protocols.sysu_gallery(sysu_root, 0, mode)
         assert len(gallery) == len(folders) == len({(g.pid, g.cam) for g in gallery})
@@ -198,7 +198,7 @@ def test_llcm_equals_original_loop(llcm_root):
 def test_llcm_cameras(llcm_root):
     query = protocols.llcm_query(llcm_root)
     gallery = protocols.llcm_gallery(llcm_root, 0)
-    assert {q.cam for q in query} <= set(protocols.LLCM_QUERY_CAMS) and 3 not in {q.cam for q in query}
+    assert {q.cam for q in query} <= set(datasets.LLCM_QUERY_CAMS) and 3 not in {q.cam for q in query}
     assert all(q.path.startswith("test_nir/") for q in query)
     assert all(g.path.startswith("test_vis/") for g in gallery)
     assert {g.pid for g in gallery} == {q.pid for q in query} == {2, 5, 11}

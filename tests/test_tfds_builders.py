@@ -20,12 +20,12 @@ from tfds_builders.regdb import regdb_dataset_builder
 from tfds_builders.synthetic import synthetic_dataset_builder
 from tfds_builders.sysu_mm01 import sysu_mm01_dataset_builder
 from tvilfm_jax.data import protocols
+from tvilfm_jax.data.datasets import LAYOUTS
 from tvilfm_jax.data.images import load_image
 from tvilfm_jax.data.layouts import DatasetError, SkippedImagesWarning
 from tvilfm_jax.data.synthetic import write_tree
 from tvilfm_jax.data.tokenizer import tokenize
 
-LAYOUTS = ("sysu", "regdb", "llcm")
 PREFIX = {"sysu": "datasets/sysu/", "regdb": "datasets/regdb/", "llcm": "datasets/llcm/"}
 MANUAL = {
     "sysu": (sysu_mm01_dataset_builder.Builder, None),

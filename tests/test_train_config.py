@@ -140,13 +140,14 @@ def test_averages_survive_a_round_trip_through_json():
 
 
 def test_missing_dataset_says_how_to_build_it(tmp_path):
+    from tfds_builders import prepare
     from tvilfm_jax.training import inputs
 
     c = load("sysu.py", f"--config.data.data_dir={tmp_path}")
     with pytest.raises(inputs.DatasetNotFoundError, match=r"config\.data\.name='sysu_mm01'.*tfds build"):
         inputs.load_sources(c.data)
     with pytest.raises(ValueError, match="only builds synthetic"):
-        inputs.ensure_built(load("sysu.py", "--config.data.build_synthetic=True").data)
+        prepare.ensure_built(load("sysu.py", "--config.data.build_synthetic=True").data)
 
 
 def test_each_stage_draws_its_own_input_stream():

@@ -32,8 +32,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from tfds_builders.prepare import build_synthetic
 from tvilfm_jax import checkpoints
-from tvilfm_jax.training.inputs import build_synthetic
 
 pytestmark = pytest.mark.slow
 

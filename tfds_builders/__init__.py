@@ -14,6 +14,7 @@ Build without TensorFlow from Python:
     synthetic_dataset_builder.Builder(config="sysu", data_dir=d).download_and_prepare(file_format="array_record")
     sources = tfds.data_source("synthetic/sysu", data_dir=d)   # no builder import needed to read
 
-Nothing is imported here: importing a builder module registers its dataset name with TFDS,
-so each is imported only by whoever builds it.
+`prepare.ensure_built(config.data)` builds a missing synthetic dataset on request (training,
+evaluation and the demo call it). Nothing is imported here: importing a builder module
+registers its dataset name with TFDS, so each is imported only by whoever builds it.
 """

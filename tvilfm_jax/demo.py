@@ -128,7 +128,7 @@ def run(workdir: str | os.PathLike = "runs/demo", epochs1: int = 0, epochs2: int
     "seconds": wall time}."""
     from absl import logging as absl_logging
 
-    from tvilfm_jax.training.inputs import ensure_built
+    from tfds_builders.prepare import ensure_built
 
     start = time.time()
     workdir = Path(workdir)

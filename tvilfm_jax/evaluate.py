@@ -50,7 +50,7 @@ def main(argv):
     except ValueError as err:
         raise app.UsageError(str(err)) from None
     if _DATASET_ROOT.value is None and config.get("data", {}).get("build_synthetic", False):
-        from tvilfm_jax.training.inputs import ensure_built
+        from tfds_builders.prepare import ensure_built
 
         ensure_built(config.data)
     test = runner.load_test_set(config, _DATASET_ROOT.value)

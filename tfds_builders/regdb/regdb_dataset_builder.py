@@ -10,7 +10,7 @@ import dataclasses
 import tensorflow_datasets as tfds
 
 from tfds_builders.reid_builder import ManualReIdBuilder
-from tvilfm_jax.data.protocols import REGDB_TRIALS
+from tvilfm_jax.data.datasets import REGDB_TRIALS, regdb_config_name
 
 
 @dataclasses.dataclass(eq=False)
@@ -24,7 +24,7 @@ class Builder(ManualReIdBuilder):
     """RegDB: per trial 206 training ids (2,060 visible / 2,060 thermal), 2,060 queries vs 2,060 gallery."""
 
     layout = "regdb"
-    BUILDER_CONFIGS = [RegDBConfig(name=f"trial{t}", trial=t, description=f"RegDB split {t} (idx/*_{t}.txt)") for t in REGDB_TRIALS]
+    BUILDER_CONFIGS = [RegDBConfig(name=regdb_config_name(t), trial=t, description=f"RegDB split {t} (idx/*_{t}.txt)") for t in REGDB_TRIALS]
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
     Pass --manual_dir (Python: download_config=tfds.download.DownloadConfig(manual_dir=...))
     pointing at the extracted RegDB root, which must hold:

@@ -16,6 +16,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 
 from tfds_builders.reid_builder import ReIdBuilder
+from tvilfm_jax.data.datasets import LAYOUTS, synthetic_trial
 from tvilfm_jax.data.synthetic import write_tree
 
 
@@ -35,19 +36,19 @@ _TINY = {
     "regdb": {"num_train_ids": 3, "num_test_ids": 3, "images_per_id": 2, "num_trials": 1, "image_size": (96, 48)},
     "llcm": {"num_train_ids": 3, "num_test_ids": 3, "images_per_cam": 1, "image_size": (96, 48)},
 }
-_TRIAL = {"sysu": None, "regdb": 1, "llcm": None}
 
 
 def _configs() -> list[SyntheticConfig]:
     configs = []
-    for layout, trial in _TRIAL.items():
+    for layout in LAYOUTS:
+        trial = synthetic_trial(layout)
         configs.append(SyntheticConfig(
             name=layout, layout=layout, trial=trial,
             description=f"{layout} layout, write_tree's default (demo) sizes" + (", trial 1" if trial else ""),
         ))
-    for layout, trial in _TRIAL.items():
+    for layout in LAYOUTS:
         configs.append(SyntheticConfig(
-            name=f"{layout}_tiny", layout=layout, trial=trial, sizes=_TINY[layout],
+            name=f"{layout}_tiny", layout=layout, trial=synthetic_trial(layout), sizes=_TINY[layout],
             description=f"{layout} layout, tiny sizes for tests: {_TINY[layout]}",
         ))
     return configs

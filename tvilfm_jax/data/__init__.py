@@ -1,4 +1,5 @@
-"""Input side: tokenizer, on-disk layouts, test protocols, transforms, sampler, pipeline.
+"""Input side: dataset registry, tokenizer, on-disk layouts and their Text/ files, test
+protocols, transforms, sampler, pipeline, synthetic trees.
 
 Nothing is re-exported here so that importing one piece (say, the tokenizer) does not pull in
 TFDS or grain.

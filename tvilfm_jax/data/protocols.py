@@ -35,16 +35,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-SYSU_QUERY_CAMS = (3, 6)
-SYSU_GALLERY_CAMS = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
-LLCM_QUERY_CAMS = (1, 2, 4, 5, 6, 7, 8, 9)  # test_nir has no cam3
-LLCM_GALLERY_CAMS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
-#: Gallery trials of the single-shot protocols, and the trained RegDB splits.
-GALLERY_TRIALS = tuple(range(10))
-REGDB_TRIALS = tuple(range(1, 11))
-#: RegDB has no camera ids; the original passes these constants to its metric.
-REGDB_QUERY_CAM = 1
-REGDB_GALLERY_CAM = 2
+from tvilfm_jax.data.datasets import (
+    GALLERY_TRIALS,
+    LLCM_GALLERY_CAMS,
+    LLCM_QUERY_CAMS,
+    REGDB_GALLERY_CAM,
+    REGDB_QUERY_CAM,
+    SYSU_GALLERY_CAMS,
+    SYSU_QUERY_CAMS,
+)
 
 
 class ImageRef(NamedTuple):

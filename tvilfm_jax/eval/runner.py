@@ -19,11 +19,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from tvilfm_jax.data.datasets import DEFAULT_PROTOCOLS, SYNTHETIC_PREFIX, layout_of
 from tvilfm_jax.eval import report as report_lib
 from tvilfm_jax.eval import scoring
 from tvilfm_jax.eval.features import FeatureExtractor
-from tvilfm_jax.eval.settings import DEFAULT_PROTOCOLS, EvalSettings, settings_from_config
-from tvilfm_jax.eval.testset import LAYOUTS, TestSet, from_layout, from_tfds
+from tvilfm_jax.eval.settings import EvalSettings, settings_from_config
+from tvilfm_jax.eval.testset import TestSet, from_layout, from_tfds
 from tvilfm_jax.models.tvilfm import TVILFM, ModelConfig
 
 
@@ -33,24 +34,6 @@ def _get(section: Any, key: str, default: Any = None) -> Any:
     if isinstance(section, Mapping):
         return section.get(key, default)
     return getattr(section, key, default)
-
-
-def layout_of(name: str) -> tuple[str, int | None]:
-    """(layout, RegDB trial) of a TFDS dataset name: "sysu_mm01", "regdb/trial3", "llcm",
-    "synthetic/<layout>[_tiny]" (synthetic RegDB records hold split 1)."""
-    base = name.split(":")[0]
-    if base.startswith("synthetic/"):
-        layout = base[len("synthetic/"):].split("_")[0]
-        if layout in LAYOUTS:
-            return layout, 1 if layout == "regdb" else None
-    elif base == "sysu_mm01":
-        return "sysu", None
-    elif base == "llcm":
-        return "llcm", None
-    elif base.startswith("regdb/trial") and base[len("regdb/trial"):].isdigit():
-        return "regdb", int(base[len("regdb/trial"):])
-    raise ValueError(f"config.data.name={name!r}: cannot tell the dataset layout; expected sysu_mm01, "
-                     "regdb/trial<N>, llcm or synthetic/<sysu|regdb|llcm>")
 
 
 def load_test_set(config: Any, dataset_root: str | os.PathLike | None = None) -> TestSet:
@@ -65,7 +48,7 @@ def load_test_set(config: Any, dataset_root: str | os.PathLike | None = None) ->
                          "'synthetic/llcm')")
     if dataset_root is not None:
         layout, trial = layout_of(name)
-        return from_layout(dataset_root, layout, trial=trial, synthetic=name.startswith("synthetic/"))
+        return from_layout(dataset_root, layout, trial=trial, synthetic=name.startswith(SYNTHETIC_PREFIX))
     return from_tfds(name, _get(data, "data_dir") or None)
 
 

@@ -29,6 +29,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tvilfm_jax.data.datasets import DEFAULT_PROTOCOLS
 from tvilfm_jax.eval.texts import TEXT_SOURCES
 
 MODALITIES = ("ir", "text", "fusion", "mer")
@@ -89,11 +90,6 @@ PROTOCOL_NOTES = {
                 "eval_llcm; no MER. This is not the LLCM paper's VIS->IR protocol (all VIS test images query a "
                 "sampled NIR gallery), whose sets the records do not hold, and under the 'paper' text source "
                 "every NIR gallery item carries a caption chosen by its ground-truth identity.",
-}
-DEFAULT_PROTOCOLS = {
-    "sysu": ("sysu-all", "sysu-indoor"),
-    "regdb": ("regdb-t2v", "regdb-v2t"),
-    "llcm": ("llcm-i2v", "llcm-v2i"),
 }
 
 

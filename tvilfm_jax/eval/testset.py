@@ -25,10 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from tvilfm_jax.data.datasets import DISPLAY_NAMES, LAYOUTS
 from tvilfm_jax.data.images import IMAGE_HEIGHT, IMAGE_WIDTH, load_image
 
-LAYOUTS = ("sysu", "regdb", "llcm")
-_NAMES = {"sysu": "SYSU-MM01", "regdb": "RegDB", "llcm": "LLCM"}
 
 
 class TestDataError(ValueError):
@@ -139,7 +138,7 @@ class TestSet:
     @property
     def name(self) -> str:
         split = f" split {self.split}" if self.split is not None else ""
-        return _NAMES[self.layout] + split
+        return DISPLAY_NAMES[self.layout] + split
 
     def trials(self, mode: str) -> tuple[int, ...]:
         if mode not in self.galleries:

@@ -7,9 +7,10 @@ sysu / regdb / llcm layouts:
         --rgb-model weights/RGB_CAPTION --ir-model weights/IR_CAPTION --llm-model weights/vicuna-7b
 
 Modules: ``image_sets`` (which images need text), ``captioning`` (BLIP), ``rephrasing``
-(causal LM), ``colour_filter`` (and ``filter_files`` for JSON files), ``text_files`` (the
-file formats), ``stages`` (resumable stages over a tree), ``progress`` / ``atomic_files``
-(resumption, safe writes), ``model_loading`` (local checkpoints, clear errors), ``settings``
-(the paper's defaults). torch is imported only by the model stages: the CLI, the colour
+(causal LM), ``filter_files`` (the colour filter over JSON files), ``text_files`` (which
+images each Text/ file covers), ``stages`` (resumable stages over a tree), ``progress``
+(resumption), ``model_loading`` (local checkpoints, clear errors), ``settings`` (the paper's
+defaults). The Text/ formats, the colour filter and the safe writes are the data layer's
+(``tvilfm_jax.data.text``). torch is imported only by the model stages: the CLI, the colour
 filter and the filter stage run without it.
 """

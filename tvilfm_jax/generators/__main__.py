@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tvilfm_jax.generators.image_sets import LAYOUTS
+from tvilfm_jax.data.datasets import LAYOUTS
 from tvilfm_jax.generators.settings import (
     CHAT_FORMATS,
     MAX_LENGTH,

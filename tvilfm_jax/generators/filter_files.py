@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tvilfm_jax.generators.atomic_files import write_json
-from tvilfm_jax.generators.colour_filter import remove_colours
+from tvilfm_jax.data.text.atomic_files import write_json
+from tvilfm_jax.data.text.colour_filter import remove_colours
 
 
 def filter_json_file(src: str, dst: str) -> int:

@@ -25,12 +25,9 @@ import re
 from pathlib import Path
 
 from tvilfm_jax.data import protocols
+from tvilfm_jax.data.datasets import LAYOUTS, LLCM_GALLERY_CAMS, LLCM_QUERY_CAMS, SYSU_IR_CAMS, SYSU_RGB_CAMS
 
-LAYOUTS = ("sysu", "regdb", "llcm")
-MODALITIES = ("RGB", "IR")
 
-SYSU_RGB_CAMS = protocols.SYSU_GALLERY_CAMS["all"]  # 1, 2, 4, 5
-SYSU_IR_CAMS = protocols.SYSU_QUERY_CAMS  # 3, 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,8 +129,8 @@ def llcm_images(root: str) -> ImageSet:
     test_ids = sorted(set(protocols.read_id_file(os.path.join(root, "idx", "test_id.txt"))))
     entries = {}
     for modality, train_file, train_dir, test_dir, cams in (
-            ("RGB", "idx/train_vis.txt", "vis", "test_vis", protocols.LLCM_GALLERY_CAMS),
-            ("IR", "idx/train_nir.txt", "nir", "test_nir", protocols.LLCM_QUERY_CAMS)):
+            ("RGB", "idx/train_vis.txt", "vis", "test_vis", LLCM_GALLERY_CAMS),
+            ("IR", "idx/train_nir.txt", "nir", "test_nir", LLCM_QUERY_CAMS)):
         items: dict[str, ImageEntry] = {}
         for p in _split_paths(root, train_file, train_dir):
             items.setdefault(p, ImageEntry(p, p, protocols.folder_pid(p), True))

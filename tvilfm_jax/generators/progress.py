@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Self
 
-from tvilfm_jax.generators.atomic_files import write_json
+from tvilfm_jax.data.text.atomic_files import write_json
 
 
 class ProgressStore:

@@ -14,8 +14,9 @@ import dataclasses
 import json
 import os
 
+from tvilfm_jax.data.text.files import MODALITIES, TEXT_DIR, default_key_prefix
 from tvilfm_jax.generators import text_files
-from tvilfm_jax.generators.image_sets import MODALITIES, ImageSet, list_images
+from tvilfm_jax.generators.image_sets import ImageSet, list_images
 from tvilfm_jax.generators.progress import ProgressStore
 from tvilfm_jax.generators.settings import MAX_LENGTH, PROMPT_TEMPLATE, SamplingSettings
 
@@ -34,7 +35,7 @@ class Dataset:
 
     @property
     def text_path(self) -> str:
-        return self.text_dir or os.path.join(self.root, "Text")
+        return self.text_dir or os.path.join(self.root, TEXT_DIR)
 
     @property
     def state_path(self) -> str:
@@ -42,7 +43,7 @@ class Dataset:
 
     @property
     def prefix(self) -> str:
-        return text_files.default_key_prefix(self.layout) if self.key_prefix is None else self.key_prefix
+        return default_key_prefix(self.layout) if self.key_prefix is None else self.key_prefix
 
     def images(self) -> ImageSet:
         return list_images(self.root, self.layout)

@@ -1,8 +1,7 @@
-"""Writing the Text/ file set the loaders read, per layout (SPEC §5.3, §9).
+"""Writing the Text/ file set the loaders read from an `ImageSet`, stage by stage (SPEC §5.3, §9).
 
-Keys are ``key_prefix + <path relative to the dataset root>``; the default prefix is the one
-of the released files, ``datasets/<layout>/``. Pids in id maps are ``str(int)`` ("6", not
-"0006"). Files under ``Text/`` (``Blip_RGB/`` and ``Blip_IR/``):
+The formats, file names and key prefixes are those of `tvilfm_jax.data.text.files`; this module
+decides which files each stage writes and which images each covers. Files under ``Text/``:
 
 After captioning (every image of the modality, train and test):
   Blip_RGB/caption_dict_Blip_RGB.json       {key: {"description"}}          regdb, llcm
@@ -28,60 +27,40 @@ LLCM test images are keyed at their originals ``vis|nir/<pid>/<file>`` (``image_
 
 from __future__ import annotations
 
-import os
-
-import numpy as np
-
-from tvilfm_jax.generators.atomic_files import write_json, write_npy
-from tvilfm_jax.generators.colour_filter import remove_colours
+from tvilfm_jax.data.text import files as fmt
+from tvilfm_jax.data.text.colour_filter import remove_colours
+from tvilfm_jax.data.text.files import (
+    CAPTION_DICT,
+    ID_CAPTION_MAP,
+    LLM_DICT,
+    TRAIN_LABELS,
+    TRAIN_LLM_TEXT,
+    TRAIN_TEXT,
+    file_name,
+    filtered_rephrase_file,
+    normalise_key_prefix,
+    raw_rephrase_file,
+)
 from tvilfm_jax.generators.image_sets import ImageEntry, ImageSet
-
-CAPTIONER = "Blip"
-
-
-def default_key_prefix(layout: str) -> str:
-    return f"datasets/{layout}/"
-
-
-def normalise_key_prefix(prefix: str) -> str:
-    """The original concatenates root + path, so a non-empty prefix must end with '/'."""
-    return prefix if prefix == "" or prefix.endswith("/") else prefix + "/"
-
-
-def _rel(modality: str, name: str) -> str:
-    return f"{CAPTIONER}_{modality}/{name}"
-
-
-def raw_rephrase_file(layout: str) -> str:
-    return _rel("IR", f"origin_llm_color_dict/{layout}_ir_blip_caption_LLM_dict.json")
-
-
-def filtered_rephrase_file(layout: str) -> str:
-    folder = "llm_color_filterd_output" if layout == "regdb" else "llm_color_filtered_output"
-    return _rel("IR", f"{folder}/{layout}_ir_blip_caption_LLM_filtered_dict.json")
 
 
 def caption_file_names(layout: str) -> list[str]:
     """Files (relative to Text/) written once all captions exist."""
     if layout == "sysu":
-        return [_rel("RGB", "id_caption_map_Blip_RGB.json"), _rel("IR", "caption_dict_Blip_IR.json"),
-                _rel("IR", "id_caption_map_Blip_IR.json"),
-                _rel("RGB", "train_text_Blip_RGB.npy"), _rel("RGB", "train_text_label_Blip_RGB.npy"),
-                _rel("IR", "train_text_Blip_IR.npy"), _rel("IR", "train_text_label_Blip_IR.npy")]
-    return [_rel("RGB", "caption_dict_Blip_RGB.json"), _rel("RGB", "id_caption_map_Blip_RGB.json"),
-            _rel("IR", "caption_dict_Blip_IR.json")]
+        return [file_name(ID_CAPTION_MAP, "RGB"), file_name(CAPTION_DICT, "IR"), file_name(ID_CAPTION_MAP, "IR"),
+                file_name(TRAIN_TEXT, "RGB"), file_name(TRAIN_LABELS, "RGB"),
+                file_name(TRAIN_TEXT, "IR"), file_name(TRAIN_LABELS, "IR")]
+    return [file_name(CAPTION_DICT, "RGB"), file_name(ID_CAPTION_MAP, "RGB"), file_name(CAPTION_DICT, "IR")]
 
 
 def rephrase_file_names(layout: str) -> list[str]:
     """Files written once all training captions are rephrased (IR ones before filtering)."""
-    rgb = _rel("RGB", "train_llm_text_Blip_RGB.npy" if layout == "sysu" else "caption_llm_dict_Blip_RGB.json")
-    return [rgb, raw_rephrase_file(layout)]
+    return [file_name(TRAIN_LLM_TEXT if layout == "sysu" else LLM_DICT, "RGB"), raw_rephrase_file(layout)]
 
 
 def filtered_file_names(layout: str) -> list[str]:
     """Files written by the colour filter from the IR rephrases."""
-    ir = _rel("IR", "train_llm_text_Blip_IR.npy" if layout == "sysu" else "caption_llm_dict_Blip_IR.json")
-    return [ir, filtered_rephrase_file(layout)]
+    return [file_name(TRAIN_LLM_TEXT if layout == "sysu" else LLM_DICT, "IR"), filtered_rephrase_file(layout)]
 
 
 def all_file_names(layout: str) -> list[str]:
@@ -95,19 +74,11 @@ def _require(values: dict, entries, what: str) -> None:
 
 
 def _caption_dict(entries, captions, prefix) -> dict:
-    return {prefix + e.key: {"description": captions[e.key]} for e in entries}
+    return fmt.caption_dict(((e.key, captions[e.key]) for e in entries), prefix)
 
 
 def _id_caption_map(entries: tuple[ImageEntry, ...], captions: dict[str, str]) -> dict[str, list[str]]:
-    # Unique captions per pid in first-seen order (the original used set order; order is unused).
-    by_pid: dict[int, dict[str, None]] = {}
-    for e in entries:
-        by_pid.setdefault(e.pid, {})[captions[e.key]] = None
-    return {str(pid): list(texts) for pid, texts in sorted(by_pid.items())}
-
-
-def _string_array(values: list[str]) -> np.ndarray:
-    return np.array(values, dtype=str)
+    return fmt.id_caption_map((e.pid, captions[e.key]) for e in entries)
 
 
 def write_caption_files(text_dir: str, images: ImageSet, captions: dict[str, dict[str, str]],
@@ -118,20 +89,19 @@ def write_caption_files(text_dir: str, images: ImageSet, captions: dict[str, dic
     _require(captions["RGB"], rgb, "RGB captions")
     _require(captions["IR"], ir, "IR captions")
     out: dict[str, object] = {
-        _rel("RGB", "id_caption_map_Blip_RGB.json"): _id_caption_map(rgb, captions["RGB"]),
-        _rel("IR", "caption_dict_Blip_IR.json"): _caption_dict(ir, captions["IR"], prefix),
+        file_name(ID_CAPTION_MAP, "RGB"): _id_caption_map(rgb, captions["RGB"]),
+        file_name(CAPTION_DICT, "IR"): _caption_dict(ir, captions["IR"], prefix),
     }
     if images.layout == "sysu":
-        out[_rel("IR", "id_caption_map_Blip_IR.json")] = _id_caption_map(ir, captions["IR"])
+        out[file_name(ID_CAPTION_MAP, "IR")] = _id_caption_map(ir, captions["IR"])
         for modality in ("RGB", "IR"):
             train = images.train_entries(modality)
             labels = [f"{e.pid:04d}" if modality == "RGB" else str(e.pid) for e in train]
-            out[_rel(modality, f"train_text_Blip_{modality}.npy")] = _string_array(
-                [captions[modality][e.key] for e in train])
-            out[_rel(modality, f"train_text_label_Blip_{modality}.npy")] = _string_array(labels)
+            out[file_name(TRAIN_TEXT, modality)] = fmt.string_array(captions[modality][e.key] for e in train)
+            out[file_name(TRAIN_LABELS, modality)] = fmt.string_array(labels)
     else:
-        out[_rel("RGB", "caption_dict_Blip_RGB.json")] = _caption_dict(rgb, captions["RGB"], prefix)
-    return _write_all(text_dir, out)
+        out[file_name(CAPTION_DICT, "RGB")] = _caption_dict(rgb, captions["RGB"], prefix)
+    return fmt.write_files(text_dir, out)
 
 
 def write_rephrase_files(text_dir: str, images: ImageSet, rephrases: dict[str, dict[str, dict]],
@@ -146,11 +116,10 @@ def write_rephrase_files(text_dir: str, images: ImageSet, rephrases: dict[str, d
     _require(rephrases["IR"], ir, "IR rephrases")
     out: dict[str, object] = {raw_rephrase_file(images.layout): _llm_dict(ir, rephrases["IR"], prefix)}
     if images.layout == "sysu":
-        out[_rel("RGB", "train_llm_text_Blip_RGB.npy")] = _string_array(
-            [rephrases["RGB"][e.key]["aug_description"] for e in rgb])
+        out[file_name(TRAIN_LLM_TEXT, "RGB")] = fmt.string_array(rephrases["RGB"][e.key]["aug_description"] for e in rgb)
     else:
-        out[_rel("RGB", "caption_llm_dict_Blip_RGB.json")] = _llm_dict(rgb, rephrases["RGB"], prefix)
-    return _write_all(text_dir, out)
+        out[file_name(LLM_DICT, "RGB")] = _llm_dict(rgb, rephrases["RGB"], prefix)
+    return fmt.write_files(text_dir, out)
 
 
 def write_filtered_files(text_dir: str, images: ImageSet, ir_rephrases: dict[str, dict],
@@ -164,25 +133,12 @@ def write_filtered_files(text_dir: str, images: ImageSet, ir_rephrases: dict[str
                 for e in ir}
     out: dict[str, object] = {filtered_rephrase_file(images.layout): _llm_dict(ir, filtered, prefix)}
     if images.layout == "sysu":
-        out[_rel("IR", "train_llm_text_Blip_IR.npy")] = _string_array(
-            [filtered[e.key]["aug_description"] for e in ir])
+        out[file_name(TRAIN_LLM_TEXT, "IR")] = fmt.string_array(filtered[e.key]["aug_description"] for e in ir)
     else:
-        out[_rel("IR", "caption_llm_dict_Blip_IR.json")] = _llm_dict(ir, filtered, prefix)
-    return _write_all(text_dir, out)
+        out[file_name(LLM_DICT, "IR")] = _llm_dict(ir, filtered, prefix)
+    return fmt.write_files(text_dir, out)
 
 
 def _llm_dict(entries, rephrases: dict[str, dict], prefix: str) -> dict:
-    return {prefix + e.key: {"description": rephrases[e.key]["description"],
-                             "aug_description": rephrases[e.key]["aug_description"]} for e in entries}
-
-
-def _write_all(text_dir: str, files: dict[str, object]) -> list[str]:
-    written = []
-    for rel, content in files.items():
-        path = os.path.join(text_dir, rel)
-        if isinstance(content, np.ndarray):
-            write_npy(path, content)
-        else:
-            write_json(path, content)
-        written.append(path)
-    return written
+    return fmt.llm_dict(((e.key, rephrases[e.key]["description"], rephrases[e.key]["aug_description"])
+                         for e in entries), prefix)

@@ -2,70 +2,24 @@
 
 Sources are the `train_rgb` / `train_ir` splits of a TFDS dataset built by tfds_builders/
 (read with `tfds.data_source`, no TensorFlow needed). The synthetic datasets can be built on
-the fly (`config.data.build_synthetic`); real ones are built beforehand with `tfds build`.
+the fly (`config.data.build_synthetic`, `tfds_builders.prepare`); real ones are built
+beforehand with `tfds build`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
-from absl import logging
 
+from tfds_builders import prepare
 from tvilfm_jax.data.pipeline import TfdsTrainRecords, TrainBatches
-
-SYNTHETIC_PREFIX = "synthetic/"
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """The configured TFDS dataset is not built in the configured data_dir."""
-
-
-def _data_dir(data_cfg: Any) -> str | None:
-    return os.path.expanduser(data_cfg.data_dir) if data_cfg.data_dir else None
-
-
-def _is_built(name: str, data_dir: str | None) -> bool:
-    import tensorflow_datasets as tfds
-
-    try:
-        return tfds.builder(name, data_dir=data_dir).is_prepared()
-    except Exception:  # noqa: BLE001 - an unregistered name simply is not built yet
-        return False
-
-
-def build_synthetic(name: str, data_dir: str | None) -> None:
-    """Builds synthetic/<config> into `data_dir` (array_record, no TensorFlow) if not yet there."""
-    config = name[len(SYNTHETIC_PREFIX):]
-    from tfds_builders.synthetic import synthetic_dataset_builder  # registers "synthetic"
-
-    builder = synthetic_dataset_builder.Builder(config=config, data_dir=data_dir)
-    if not builder.is_prepared():
-        logging.info("building %s into %s", name, builder.data_dir)
-        builder.download_and_prepare(file_format="array_record")
-
-
-def ensure_built(data_cfg: Any) -> None:
-    """With `build_synthetic`, builds a missing synthetic dataset: process 0 first, then any
-    process whose data_dir still lacks it (hosts without a shared file system)."""
-    name = data_cfg.name
-    if not data_cfg.build_synthetic:
-        return
-    if not name.startswith(SYNTHETIC_PREFIX):
-        raise ValueError(f"config.data.build_synthetic only builds synthetic/* datasets, not {name!r}; "
-                         f"build real datasets with `tfds build` (see README)")
-    data_dir = _data_dir(data_cfg)
-    if jax.process_index() == 0:
-        build_synthetic(name, data_dir)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("tvilfm_jax.training.inputs.ensure_built")
-        if not _is_built(name, data_dir):
-            build_synthetic(name, data_dir)
 
 
 def load_sources(data_cfg: Any) -> tuple[Sequence[dict], Sequence[dict], int | None]:
@@ -75,8 +29,8 @@ def load_sources(data_cfg: Any) -> tuple[Sequence[dict], Sequence[dict], int | N
     """
     import tensorflow_datasets as tfds
 
-    ensure_built(data_cfg)
-    data_dir = _data_dir(data_cfg)
+    prepare.ensure_built(data_cfg)
+    data_dir = prepare.data_dir(data_cfg)
     try:
         splits = tfds.data_source(data_cfg.name, data_dir=data_dir)
     except Exception as err:  # noqa: BLE001 - re-raised with what to do about it

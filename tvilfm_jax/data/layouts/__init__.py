@@ -11,24 +11,25 @@ TFDS builders call it first.
     index = read_sysu("/data/SYSU-MM01", with_text=False)          # stage 1 needs no text
     index = read_llcm(root, images="decode", strict=False)          # skip corrupt images
 
-Module map: `records` (what comes back), `problems` (the error report), `captions` (Text/ files
-and key normalisation), `checks` (shared checks), `sysu`, `regdb`, `llcm` (one reader each).
+Module map: `records` (what comes back), `problems` (the error report), `checks` (shared
+checks), `sysu`, `regdb`, `llcm` (one reader each); the Text/ files are read with
+`tvilfm_jax.data.text.reading` (key normalisation included).
 """
 
 from __future__ import annotations
 
 import os
 
-from tvilfm_jax.data.layouts.captions import relative_key
+from tvilfm_jax.data.datasets import LAYOUTS
 from tvilfm_jax.data.layouts.checks import IMAGE_CHECKS
 from tvilfm_jax.data.layouts.llcm import read_llcm
 from tvilfm_jax.data.layouts.problems import DatasetCountWarning, DatasetError, SkippedImagesWarning
-from tvilfm_jax.data.layouts.records import DATASET_NAMES, DatasetIndex, GallerySet, ImageRef, QueryRecord, TrainRecord
+from tvilfm_jax.data.layouts.records import DatasetIndex, GallerySet, ImageRef, QueryRecord, TrainRecord
 from tvilfm_jax.data.layouts.regdb import read_regdb
 from tvilfm_jax.data.layouts.sysu import read_sysu
+from tvilfm_jax.data.text.reading import relative_key
 
 __all__ = [
-    "DATASET_NAMES",
     "IMAGE_CHECKS",
     "DatasetCountWarning",
     "DatasetError",
@@ -58,4 +59,4 @@ def read_layout(root: str | os.PathLike, layout: str, *, trial: int | None = Non
         return read_sysu(root, **kwargs)
     if layout == "llcm":
         return read_llcm(root, **kwargs)
-    raise ValueError(f"layout must be one of {sorted(DATASET_NAMES)}, got {layout!r}")
+    raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from tvilfm_jax.data import images as image_io
 from tvilfm_jax.data import protocols
+from tvilfm_jax.data.datasets import DISPLAY_NAMES
 from tvilfm_jax.data.layouts.problems import DatasetError, Problems, SkippedImagesWarning, warn_unexpected_counts
-from tvilfm_jax.data.layouts.records import DATASET_NAMES, DatasetIndex, GallerySet, QueryRecord, TrainRecord
+from tvilfm_jax.data.layouts.records import DatasetIndex, GallerySet, QueryRecord, TrainRecord
 
 #: How hard to look at image files: "exists" (never opened), "header" (PIL reads the header:
 #: catches non-images and empty files), "decode" (full decode + resize: catches truncation).
@@ -36,7 +37,7 @@ class ExistingFiles:
 def require_root(layout: str, root: Path) -> None:
     """Raises at once if there is no tree to look at."""
     if not root.is_dir():
-        raise DatasetError(DATASET_NAMES[layout], root, {"missing folders": (1, (f"the dataset root {root} is not a directory",))})
+        raise DatasetError(DISPLAY_NAMES[layout], root, {"missing folders": (1, (f"the dataset root {root} is not a directory",))})
 
 
 def require_folders(root: Path, folders: Iterable[str], problems: Problems) -> None:
@@ -194,7 +195,7 @@ def finish(
     synthetic: bool,
 ) -> DatasetIndex:
     """Image checks, then one `DatasetError` for all problems, then count warnings."""
-    dataset = DATASET_NAMES[layout]
+    dataset = DISPLAY_NAMES[layout]
     paths = list(dict.fromkeys(
         [r.path for r in train_rgb]
         + [r.path for r in train_ir]

@@ -25,11 +25,12 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from tvilfm_jax.data import protocols
-from tvilfm_jax.data.layouts import captions as text
+from tvilfm_jax.data import datasets, protocols
 from tvilfm_jax.data.layouts import checks
 from tvilfm_jax.data.layouts.problems import Problems
 from tvilfm_jax.data.layouts.records import DatasetIndex, QueryRecord, TrainRecord
+from tvilfm_jax.data.text import reading as text
+from tvilfm_jax.data.text.files import CAPTION_DICT, ID_CAPTION_MAP, text_path
 
 #: The standard release (713 training / 351 test identities); deviations only warn.
 EXPECTED_COUNTS = {"train_ids": 713, "query_ids": 351}
@@ -46,7 +47,7 @@ def read_llcm(
     images: str = "header",
     strict: bool = True,
     synthetic: bool = False,
-    trials: Sequence[int] = protocols.GALLERY_TRIALS,
+    trials: Sequence[int] = datasets.GALLERY_TRIALS,
     workers: int | None = None,
 ) -> DatasetIndex:
     """Reads and validates an LLCM tree; raises one `DatasetError`. Arguments as `read_sysu`."""
@@ -66,11 +67,11 @@ def read_llcm(
 
     query = [
         QueryRecord(r.path, r.pid, r.cam)
-        for r in protocols.walk_images(root, test_ids, protocols.llcm_cam_dirs("test_nir", protocols.LLCM_QUERY_CAMS))
+        for r in protocols.walk_images(root, test_ids, protocols.llcm_cam_dirs("test_nir", datasets.LLCM_QUERY_CAMS))
     ]
     galleries = {}
     try:
-        cam_dirs = protocols.llcm_cam_dirs("test_vis", protocols.LLCM_GALLERY_CAMS)
+        cam_dirs = protocols.llcm_cam_dirs("test_vis", datasets.LLCM_GALLERY_CAMS)
         sampled = [protocols.sample_gallery(root, test_ids, cam_dirs, t) for t in trials]
         galleries["all"] = protocols.union_galleries(sampled, trials)
     except ValueError as err:
@@ -87,11 +88,11 @@ def read_llcm(
             root, captioner, _VIS, "vis/<pid>/<file>", {p: vis_twin(p) for p in sorted(gallery_paths)}, exists, problems,
             already_read={text.llm_dict_name(captioner, "RGB"): vis_dict},
         )
-        shown = f"Text/{captioner}_IR/caption_dict_{captioner}_IR.json"
+        shown = text_path(CAPTION_DICT, "IR", captioner)
         filters = text.load_caption_dict(root / shown, shown, _NIR, "nir/<pid>/<file>", ("description",), exists, problems)
         found = text.lookup(filters, [nir_twin(q.path) for q in query], shown, "query images (at their nir/ twin)", problems)
         query = [QueryRecord(q.path, q.pid, q.cam, None if f is None else f[0]) for q, f in zip(query, found)]
-        shown = f"Text/{captioner}_RGB/id_caption_map_{captioner}_RGB.json"
+        shown = text_path(ID_CAPTION_MAP, "RGB", captioner)
         id_map = text.load_id_caption_map(root / shown, shown, problems)
         if id_map is not None:
             problems.extend(f"{shown}: test ids without identity captions", sorted({str(q.pid) for q in query} - id_map.keys(), key=int))

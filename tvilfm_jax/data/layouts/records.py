@@ -6,11 +6,10 @@ import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
+from tvilfm_jax.data.datasets import DISPLAY_NAMES
 from tvilfm_jax.data.protocols import GallerySet, ImageRef
 
-__all__ = ["DATASET_NAMES", "DatasetIndex", "GallerySet", "ImageRef", "QueryRecord", "TrainRecord"]
-
-DATASET_NAMES = {"sysu": "SYSU-MM01", "regdb": "RegDB", "llcm": "LLCM"}
+__all__ = ["DatasetIndex", "GallerySet", "ImageRef", "QueryRecord", "TrainRecord"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +86,7 @@ class DatasetIndex:
 
     @property
     def name(self) -> str:
-        return DATASET_NAMES[self.layout]
+        return DISPLAY_NAMES[self.layout]
 
     def counts(self) -> dict[str, int]:
         """Sizes for reports: images per split, ids, and gallery images per mode."""

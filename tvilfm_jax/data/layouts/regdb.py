@@ -22,11 +22,12 @@ import os
 import re
 from pathlib import Path
 
-from tvilfm_jax.data import protocols
-from tvilfm_jax.data.layouts import captions as text
+from tvilfm_jax.data import datasets, protocols
 from tvilfm_jax.data.layouts import checks
 from tvilfm_jax.data.layouts.problems import Problems
 from tvilfm_jax.data.layouts.records import DatasetIndex, QueryRecord, TrainRecord
+from tvilfm_jax.data.text import reading as text
+from tvilfm_jax.data.text.files import CAPTION_DICT, ID_CAPTION_MAP, text_path
 
 #: The standard release, per split; deviations only warn.
 EXPECTED_COUNTS = {"train_rgb": 2060, "train_ir": 2060, "train_ids": 206, "query": 2060, "query_ids": 206, "gallery_all_union": 2060}
@@ -64,8 +65,8 @@ def read_regdb(
     overlap = {pid for _, _, pid in train_v + train_t} & {pid for _, _, pid in test_t + test_v}
     problems.extend(f"ids in both the training and the test split of trial {trial}", map(str, sorted(overlap)))
 
-    query = [QueryRecord(p, pid, protocols.REGDB_QUERY_CAM) for p, _, pid in test_t]
-    gallery = [protocols.ImageRef(p, pid, protocols.REGDB_GALLERY_CAM) for p, _, pid in test_v]
+    query = [QueryRecord(p, pid, datasets.REGDB_QUERY_CAM) for p, _, pid in test_t]
+    gallery = [protocols.ImageRef(p, pid, datasets.REGDB_GALLERY_CAM) for p, _, pid in test_v]
     texts_v = texts_t = None
     id_map = None
     own_rgb, own_rgb_files = {}, ()
@@ -77,11 +78,11 @@ def read_regdb(
             root, captioner, _VISIBLE, "Visible/<pid>/<file>", {g.path: g.path for g in gallery}, exists, problems,
             already_read={text.llm_dict_name(captioner, "RGB"): rgb_dict},
         )
-        shown = f"Text/{captioner}_IR/caption_dict_{captioner}_IR.json"
+        shown = text_path(CAPTION_DICT, "IR", captioner)
         filters = text.load_caption_dict(root / shown, shown, _THERMAL, "Thermal/<pid>/<file>", ("description",), exists, problems)
         found = text.lookup(filters, [q.path for q in query], shown, "query images", problems)
         query = [QueryRecord(q.path, q.pid, q.cam, None if f is None else f[0]) for q, f in zip(query, found)]
-        shown = f"Text/{captioner}_RGB/id_caption_map_{captioner}_RGB.json"
+        shown = text_path(ID_CAPTION_MAP, "RGB", captioner)
         id_map = text.load_id_caption_map(root / shown, shown, problems)
         if id_map is not None:
             problems.extend(f"{shown}: test ids without identity captions", sorted({str(q.pid) for q in query} - id_map.keys(), key=int))
@@ -97,8 +98,8 @@ def read_regdb(
         trial=trial,
         captioner=captioner if with_text else None,
         num_classes=num_classes,
-        train_rgb=train_records(train_v, protocols.REGDB_GALLERY_CAM, texts_v),
-        train_ir=train_records(train_t, protocols.REGDB_QUERY_CAM, texts_t),
+        train_rgb=train_records(train_v, datasets.REGDB_GALLERY_CAM, texts_v),
+        train_ir=train_records(train_t, datasets.REGDB_QUERY_CAM, texts_t),
         query=query,
         galleries={"all": protocols.union_galleries([gallery], [trial])},
         id_caption_map=id_map,

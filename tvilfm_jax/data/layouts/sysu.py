@@ -25,14 +25,14 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from tvilfm_jax.data import protocols
-from tvilfm_jax.data.layouts import captions as text
+from tvilfm_jax.data import datasets, protocols
+from tvilfm_jax.data.datasets import SYSU_IR_CAMS, SYSU_RGB_CAMS
 from tvilfm_jax.data.layouts import checks
 from tvilfm_jax.data.layouts.problems import Problems
 from tvilfm_jax.data.layouts.records import DatasetIndex, QueryRecord, TrainRecord
+from tvilfm_jax.data.text import reading as text
+from tvilfm_jax.data.text.files import CAPTION_DICT, ID_CAPTION_MAP, TRAIN_LABELS, TRAIN_LLM_TEXT, TRAIN_TEXT, text_path
 
-RGB_CAMS = (1, 2, 4, 5)
-IR_CAMS = (3, 6)
 #: The standard release; deviations only warn.
 EXPECTED_COUNTS = {"train_rgb": 22258, "train_ir": 11909, "train_ids": 395, "query": 3803, "query_ids": 96}
 _CAM_FOLDER = re.compile(r"cam\d+")
@@ -46,7 +46,7 @@ def read_sysu(
     images: str = "header",
     strict: bool = True,
     synthetic: bool = False,
-    trials: Sequence[int] = protocols.GALLERY_TRIALS,
+    trials: Sequence[int] = datasets.GALLERY_TRIALS,
     workers: int | None = None,
 ) -> DatasetIndex:
     """Reads and validates a SYSU-MM01 tree; raises one `DatasetError` listing every problem.
@@ -64,7 +64,7 @@ def read_sysu(
     root = Path(root)
     checks.require_root("sysu", root)
     problems = Problems()
-    checks.require_folders(root, [f"cam{c}" for c in (*RGB_CAMS, *IR_CAMS)], problems)
+    checks.require_folders(root, [f"cam{c}" for c in (*SYSU_RGB_CAMS, *SYSU_IR_CAMS)], problems)
     train_ids = checks.read_ids(root, "exp/train_id.txt", problems) + checks.read_ids(root, "exp/val_id.txt", problems)
     test_ids = checks.read_ids(root, "exp/test_id.txt", problems)
     checks.report_duplicates(train_ids, "exp/train_id.txt + exp/val_id.txt: repeated ids", problems)
@@ -72,8 +72,8 @@ def read_sysu(
     problems.extend("ids in both the training and the test split", map(str, sorted(set(train_ids) & set(test_ids))))
     train_ids, test_ids = sorted(set(train_ids)), sorted(set(test_ids))
 
-    rgb = protocols.walk_images(root, train_ids, protocols.sysu_cam_dirs(RGB_CAMS))
-    ir = protocols.walk_images(root, train_ids, protocols.sysu_cam_dirs(IR_CAMS))
+    rgb = protocols.walk_images(root, train_ids, protocols.sysu_cam_dirs(SYSU_RGB_CAMS))
+    ir = protocols.walk_images(root, train_ids, protocols.sysu_cam_dirs(SYSU_IR_CAMS))
     ir_pids = sorted({r.pid for r in ir})
     label = {pid: i for i, pid in enumerate(ir_pids)}
     rgb_pids = {r.pid for r in rgb}
@@ -81,9 +81,9 @@ def read_sysu(
     problems.extend("training ids with RGB images but no IR images (cams 3, 6)", map(str, sorted(rgb_pids - label.keys())))
     problems.extend("training ids with IR images but no RGB images (cams 1, 2, 4, 5)", map(str, sorted(label.keys() - rgb_pids)))
 
-    query = protocols.walk_images(root, test_ids, protocols.sysu_cam_dirs(IR_CAMS))
+    query = protocols.walk_images(root, test_ids, protocols.sysu_cam_dirs(SYSU_IR_CAMS))
     galleries = {}
-    for mode, cams in protocols.SYSU_GALLERY_CAMS.items():
+    for mode, cams in datasets.SYSU_GALLERY_CAMS.items():
         try:
             sampled = [protocols.sample_gallery(root, test_ids, protocols.sysu_cam_dirs(cams), t) for t in trials]
         except ValueError as err:
@@ -98,13 +98,13 @@ def read_sysu(
     if with_text:
         texts_rgb = _train_texts(root, captioner, "RGB", [r.pid for r in rgb], "RGB training images (cams 1, 2, 4, 5 of the train+val ids)", problems)
         texts_ir = _train_texts(root, captioner, "IR", [r.pid for r in ir], "IR training images (cams 3, 6 of the train+val ids)", problems)
-        shown = f"Text/{captioner}_IR/caption_dict_{captioner}_IR.json"
+        shown = text_path(CAPTION_DICT, "IR", captioner)
         filters = text.load_caption_dict(
             root / shown, shown, _CAM_FOLDER, "cam<N>/<pid>/<file>", ("description",), checks.ExistingFiles(root), problems
         )
         found = text.lookup(filters, [q.path for q in query], shown, "query images", problems)
         query_texts = [None if f is None else f[0] for f in found]
-        shown = f"Text/{captioner}_RGB/id_caption_map_{captioner}_RGB.json"
+        shown = text_path(ID_CAPTION_MAP, "RGB", captioner)
         id_map = text.load_id_caption_map(root / shown, shown, problems)
         if id_map is not None:
             problems.extend(f"{shown}: test ids without identity captions", sorted({str(q.pid) for q in query} - id_map.keys(), key=int))
@@ -142,12 +142,11 @@ def read_sysu(
 
 def _train_texts(root: Path, captioner: str, modality: str, pids: list[int], what: str, problems: Problems) -> list[tuple[str, str]] | None:
     """(caption, rephrase) per training image of one modality, from the aligned .npy arrays."""
-    folder = f"Text/{captioner}_{modality}"
     arrays = []
-    for stem in ("train_text", "train_llm_text"):
-        shown = f"{folder}/{stem}_{captioner}_{modality}.npy"
+    for kind in (TRAIN_TEXT, TRAIN_LLM_TEXT):
+        shown = text_path(kind, modality, captioner)
         arrays.append(text.load_caption_array(root / shown, shown, len(pids), what, problems))
-    shown = f"{folder}/train_text_label_{captioner}_{modality}.npy"
+    shown = text_path(TRAIN_LABELS, modality, captioner)
     text.check_pid_array(root / shown, shown, pids, problems)
     if any(a is None for a in arrays):
         return None

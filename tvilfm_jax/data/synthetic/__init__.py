@@ -8,6 +8,6 @@ drawing), `captions` (BLIP-like captions, LLM-like rephrases, colour filter), `t
 (planning and writing a layout), `seeds` (per-file random streams).
 """
 
-from .trees import LAYOUTS, plan_tree, write_tree
+from .trees import plan_tree, write_tree
 
-__all__ = ["LAYOUTS", "plan_tree", "write_tree"]
+__all__ = ["plan_tree", "write_tree"]

@@ -5,7 +5,7 @@
   (a backpack is not visible from the front) and drop or reorder parts from shot to shot.
 - `llm_rephrase`: what the Vicuna rephraser produced from a caption: one to three sentences with
   synonyms, occasional preambles, and, for IR captions, occasional hallucinated colours that
-  the project's colour filter (`tvilfm_jax.generators.colour_filter`) then strips, as the
+  the project's colour filter (`tvilfm_jax.data.text.colour_filter`) then strips, as the
   released colour filter did.
 """
 
@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from tvilfm_jax.generators.colour_filter import remove_colours
+from tvilfm_jax.data.text.colour_filter import remove_colours
 
 from .people import BAGS, Person
 

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import os
 from collections.abc import Iterable
 
 import numpy as np
 from PIL import Image
+
+from tvilfm_jax.data.datasets import LLCM_NIR_CAMS, LLCM_VIS_CAMS, SYSU_INDOOR_CAMS, SYSU_IR_CAMS, SYSU_RGB_CAMS, check_layout
+from tvilfm_jax.data.text import files as fmt
+from tvilfm_jax.data.text.files import CAPTION_DICT, ID_CAPTION_MAP, LLM_DICT, TRAIN_LABELS, TRAIN_LLM_TEXT, TRAIN_TEXT, default_key_prefix, text_path
 
 from . import seeds
 from .cameras import Scene, View, sample_scene, sample_view
@@ -37,20 +40,15 @@ from .captions import describe
 from .people import Person, sample_people
 from .render import render
 
-LAYOUTS = ("sysu", "regdb", "llcm")
-
-SYSU_RGB_CAMS, SYSU_IR_CAMS = (1, 2, 4, 5), (3, 6)
-SYSU_INDOOR_CAMS = (1, 2, 3)
-LLCM_VIS_CAMS, LLCM_NIR_CAMS = tuple(range(1, 10)), (1, 2, 4, 5, 6, 7, 8, 9)
 REGDB_FACINGS = ("front", "back")  # RegDB file names only know these two
 
 DEFAULTS: dict[str, dict[str, object]] = {
     "sysu": {"num_train_ids": 120, "num_val_ids": None, "num_test_ids": 24, "images_per_cam": 2,
-             "image_size": (288, 144), "key_prefix": "datasets/sysu/"},
+             "image_size": (288, 144), "key_prefix": default_key_prefix("sysu")},
     "regdb": {"num_train_ids": 24, "num_test_ids": 24, "images_per_id": 10, "num_trials": 10,
-              "image_size": (128, 64), "key_prefix": "datasets/regdb/"},
+              "image_size": (128, 64), "key_prefix": default_key_prefix("regdb")},
     "llcm": {"num_train_ids": 40, "num_test_ids": 16, "images_per_cam": 3,
-             "image_size": (288, 144), "key_prefix": "datasets/llcm/"},
+             "image_size": (288, 144), "key_prefix": default_key_prefix("llcm")},
 }
 
 
@@ -74,7 +72,7 @@ class Plan:
     """Everything `write_tree` writes, decided up front.
 
     shots: every image file, in writing order. lists: other text files, relpath -> content.
-    text: Text/ files, relpath -> JSON-able object or np.ndarray (written with np.save).
+    text: Text/ files, relpath -> JSON-able object or np.ndarray (`data.text.files.write_files`).
     """
 
     layout: str
@@ -87,8 +85,7 @@ class Plan:
 
 
 def _options(layout: str, sizes: dict) -> dict:
-    if layout not in DEFAULTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    check_layout(layout)
     unknown = set(sizes) - set(DEFAULTS[layout])
     if unknown:
         raise TypeError(f"unknown size knob(s) {sorted(unknown)} for layout {layout!r}; "
@@ -148,16 +145,9 @@ def _present(rng: np.random.Generator, cams: tuple[int, ...], keep: float,
     return sorted(chosen)
 
 
-def _unique(texts: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(texts))
-
-
-def _id_caption_map(shots: Iterable[Shot], pids: Iterable[int]) -> dict[str, list[str]]:
+def _id_caption_map(shots: Iterable[Shot]) -> dict[str, list[str]]:
     """str(pid) -> unique descriptions of that id's `shots`, in the order given."""
-    captions: dict[int, list[str]] = {pid: [] for pid in pids}
-    for s in shots:
-        captions[s.pid].append(s.description)
-    return {str(pid): _unique(texts) for pid, texts in captions.items()}
+    return fmt.id_caption_map((s.pid, s.description) for s in shots)
 
 
 def _id_line(pids: Iterable[int]) -> str:
@@ -201,18 +191,15 @@ def _plan_sysu(seed: int, o: dict) -> Plan:
     test_rgb, test_ir = ordered(SYSU_RGB_CAMS, test), ordered(SYSU_IR_CAMS, test)
     prefix = o["key_prefix"]
     text = {
-        "Text/Blip_RGB/train_text_Blip_RGB.npy": np.array([s.description for s in train_rgb]),
-        "Text/Blip_RGB/train_llm_text_Blip_RGB.npy": np.array([s.aug_description for s in train_rgb]),
-        "Text/Blip_RGB/train_text_label_Blip_RGB.npy": np.array([f"{s.pid:04d}" for s in train_rgb]),
-        "Text/Blip_IR/train_text_Blip_IR.npy": np.array([s.description for s in train_ir]),
-        "Text/Blip_IR/train_llm_text_Blip_IR.npy": np.array([s.aug_description for s in train_ir]),
-        "Text/Blip_IR/train_text_label_Blip_IR.npy": np.array([str(s.pid) for s in train_ir]),
-        "Text/Blip_RGB/id_caption_map_Blip_RGB.json": _id_caption_map(
-            ordered(SYSU_RGB_CAMS, pids), pids),
-        "Text/Blip_IR/id_caption_map_Blip_IR.json": _id_caption_map(
-            ordered(SYSU_IR_CAMS, pids), pids),
-        "Text/Blip_IR/caption_dict_Blip_IR.json": {
-            prefix + s.relpath: {"description": s.description} for s in test_ir},
+        text_path(TRAIN_TEXT, "RGB"): fmt.string_array(s.description for s in train_rgb),
+        text_path(TRAIN_LLM_TEXT, "RGB"): fmt.string_array(s.aug_description for s in train_rgb),
+        text_path(TRAIN_LABELS, "RGB"): fmt.string_array(f"{s.pid:04d}" for s in train_rgb),
+        text_path(TRAIN_TEXT, "IR"): fmt.string_array(s.description for s in train_ir),
+        text_path(TRAIN_LLM_TEXT, "IR"): fmt.string_array(s.aug_description for s in train_ir),
+        text_path(TRAIN_LABELS, "IR"): fmt.string_array(str(s.pid) for s in train_ir),
+        text_path(ID_CAPTION_MAP, "RGB"): _id_caption_map(ordered(SYSU_RGB_CAMS, pids)),
+        text_path(ID_CAPTION_MAP, "IR"): _id_caption_map(ordered(SYSU_IR_CAMS, pids)),
+        text_path(CAPTION_DICT, "IR"): fmt.caption_dict(((s.relpath, s.description) for s in test_ir), prefix),
     }
     lists = {"exp/train_id.txt": _id_line(train), "exp/val_id.txt": _id_line(val),
              "exp/test_id.txt": _id_line(test)}
@@ -225,16 +212,22 @@ def _plan_sysu(seed: int, o: dict) -> Plan:
     return Plan("sysu", o, people, tuple(shots), lists, text, summary)
 
 
-def _caption_dicts(shots: list[Shot], prefix: str, modality_dir: str) -> tuple[dict, dict]:
-    """(caption_dict, caption_llm_dict) of RegDB/LLCM keyed by prefix + relative path."""
-    plain, llm = {}, {}
-    for s in shots:
-        for path in (s.relpath, *s.twins):
-            if not path.startswith(modality_dir):
-                continue
-            plain[prefix + path] = {"description": s.description}
-            llm[prefix + path] = {"description": s.description, "aug_description": s.aug_description}
-    return plain, llm
+def _json_text(shots: list[Shot], prefix: str, rgb_dir: str, ir_dir: str, rgb_map_order: list[Shot]) -> dict:
+    """The Text/ files of the JSON-captioned layouts (RegDB, LLCM): per modality the caption and
+    rephrase dicts keyed by prefix + each path under its folder (`rgb_dir`, `ir_dir`: twins
+    elsewhere are left out), and the RGB id caption map of `rgb_map_order`."""
+    dicts = {}
+    for modality, tag, folder in (("rgb", "RGB", rgb_dir), ("ir", "IR", ir_dir)):
+        items = [(path, s.description, s.aug_description) for s in shots if s.modality == modality
+                 for path in (s.relpath, *s.twins) if path.startswith(folder)]
+        dicts[tag] = fmt.caption_dict(((p, d) for p, d, _ in items), prefix), fmt.llm_dict(items, prefix)
+    return {
+        text_path(CAPTION_DICT, "RGB"): dicts["RGB"][0],
+        text_path(LLM_DICT, "RGB"): dicts["RGB"][1],
+        text_path(ID_CAPTION_MAP, "RGB"): _id_caption_map(rgb_map_order),
+        text_path(CAPTION_DICT, "IR"): dicts["IR"][0],
+        text_path(LLM_DICT, "IR"): dicts["IR"][1],
+    }
 
 
 def _plan_regdb(seed: int, o: dict) -> Plan:
@@ -270,17 +263,8 @@ def _plan_regdb(seed: int, o: dict) -> Plan:
             for modality, name in (("rgb", "visible"), ("ir", "thermal")):
                 rows = sorted((s.pid, s.relpath) for s in shots if s.modality == modality and s.pid in label)
                 lists[f"idx/{split}_{name}_{t}.txt"] = "".join(f"{p} {label[pid]}\n" for pid, p in rows)
-    prefix = o["key_prefix"]
     rgb, ir = [s for s in shots if s.modality == "rgb"], [s for s in shots if s.modality == "ir"]
-    rgb_plain, rgb_llm = _caption_dicts(rgb, prefix, "Visible/")
-    ir_plain, ir_llm = _caption_dicts(ir, prefix, "Thermal/")
-    text = {
-        "Text/Blip_RGB/caption_dict_Blip_RGB.json": rgb_plain,
-        "Text/Blip_RGB/caption_llm_dict_Blip_RGB.json": rgb_llm,
-        "Text/Blip_RGB/id_caption_map_Blip_RGB.json": _id_caption_map(rgb, pids),
-        "Text/Blip_IR/caption_dict_Blip_IR.json": ir_plain,
-        "Text/Blip_IR/caption_llm_dict_Blip_IR.json": ir_llm,
-    }
+    text = _json_text(shots, o["key_prefix"], "Visible/", "Thermal/", rgb)
     summary = {"num_ids": n, "num_classes": o["num_train_ids"], "trials": trials,
                "counts": {"visible": len(rgb), "thermal": len(ir)}}
     return Plan("regdb", o, people, tuple(shots), lists, text, summary)
@@ -320,18 +304,8 @@ def _plan_llcm(seed: int, o: dict) -> Plan:
     for modality, name in (("rgb", "vis"), ("ir", "nir")):
         rows = sorted((s.pid, s.relpath) for s in shots if s.modality == modality and s.pid in label)
         lists[f"idx/train_{name}.txt"] = "".join(f"{p} {label[pid]}\n" for pid, p in rows)
-    prefix = o["key_prefix"]
-    rgb, ir = [s for s in shots if s.modality == "rgb"], [s for s in shots if s.modality == "ir"]
-    rgb_plain, rgb_llm = _caption_dicts(rgb, prefix, "vis/")
-    ir_plain, ir_llm = _caption_dicts(ir, prefix, "nir/")
-    text = {
-        "Text/Blip_RGB/caption_dict_Blip_RGB.json": rgb_plain,
-        "Text/Blip_RGB/caption_llm_dict_Blip_RGB.json": rgb_llm,
-        "Text/Blip_RGB/id_caption_map_Blip_RGB.json": _id_caption_map(
-            sorted(rgb, key=lambda s: s.relpath), pids),
-        "Text/Blip_IR/caption_dict_Blip_IR.json": ir_plain,
-        "Text/Blip_IR/caption_llm_dict_Blip_IR.json": ir_llm,
-    }
+    rgb = sorted((s for s in shots if s.modality == "rgb"), key=lambda s: s.relpath)
+    text = _json_text(shots, o["key_prefix"], "vis/", "nir/", rgb)
 
     def count(modality: str, ids: set[int]) -> int:
         return sum(s.modality == modality and s.pid in ids for s in shots)
@@ -392,12 +366,6 @@ def write_tree(root: str | os.PathLike, layout: str, seed: int = 0, **sizes) -> 
             num_files += 1
     for relpath, content in plan.lists.items():
         _write_bytes(os.path.join(root, relpath), content.encode("utf-8"))
-    for relpath, content in plan.text.items():
-        path = os.path.join(root, relpath)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        if isinstance(content, np.ndarray):
-            np.save(path, content, allow_pickle=False)
-        else:
-            _write_bytes(path, json.dumps(content, indent=2, ensure_ascii=False).encode("utf-8"))
+    fmt.write_files(root, plan.text, indent=2)
     return {"layout": layout, "root": root, "seed": int(seed), "options": dict(plan.options),
             "num_files": num_files, **plan.summary}

@@ -5,7 +5,7 @@ that the IR text only says what an infrared camera can see. The original noteboo
 substring replacement ("red" also hit "bored red-"), this module does the same job with word
 boundaries and one vocabulary.
 
-What counts as a colour (decided here, tested in tests/test_generators_colour_filter.py):
+What counts as a colour (decided here; the colour filter tests pin every rule):
 - every word in ``COLOUR_WORDS`` on its own ("black", "navy", "khaki", "dark", "colourful",
   "reddish", "blonde");
 - a run of shade/colour words ending in a colour, joined by spaces or hyphens: "navy blue",

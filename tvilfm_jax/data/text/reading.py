@@ -1,4 +1,6 @@
-"""Reading the Text/ files of a dataset (SPEC §5.3, §9) and matching them to images.
+"""Reading the Text/ files of a dataset (SPEC §5.3, §9; names in `files`) and matching them to images.
+
+Problems are reported into the layout reader's `Problems` (add/extend), never raised.
 
 The original looks captions up by `data_root + relative_path`, so its JSON keys carry whatever
 root the authors used ("datasets/regdb/...", "/data0/.../RegDB/..."). Here every key is reduced
@@ -13,10 +15,14 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tvilfm_jax.data.layouts.problems import Problems
+from tvilfm_jax.data.text.files import CAPTION_DICT, LLM_DICT, text_path
+
+if TYPE_CHECKING:  # the report the layout readers collect; only its add/extend are called here
+    from tvilfm_jax.data.layouts.problems import Problems
 
 __all__ = [
     "check_pid_array",
@@ -222,7 +228,7 @@ def load_train_captions(
 
 def llm_dict_name(captioner: str, modality: str) -> str:
     """`Text/<c>_<modality>/caption_llm_dict_<c>_<modality>.json`, relative to the root."""
-    return f"Text/{captioner}_{modality}/caption_llm_dict_{captioner}_{modality}.json"
+    return text_path(LLM_DICT, modality, captioner)
 
 
 def load_own_rgb_captions(
@@ -255,7 +261,7 @@ def load_own_rgb_captions(
     """
     already_read = already_read or {}
     sources = []
-    for shown in (llm_dict_name(captioner, "RGB"), f"Text/{captioner}_RGB/caption_dict_{captioner}_RGB.json"):
+    for shown in (llm_dict_name(captioner, "RGB"), text_path(CAPTION_DICT, "RGB", captioner)):
         if shown in already_read:
             sources.append((shown, already_read[shown]))
         elif (root / shown).is_file():
