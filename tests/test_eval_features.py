@@ -243,7 +243,7 @@ def test_sysu_and_regdb_protocols(model_and_variables, tmp_path):
 
 
 def test_evaluate_fn_for_the_trainer(model_and_variables, llcm):
-    """The trainer calls evaluate_fn(TrainState) and selects by "rank1"."""
+    """The trainer calls evaluate_fn(TrainState) and selects by one of its keys (config.train.best_metric)."""
     from tvilfm_jax.eval.runner import make_evaluate_fn
     from tvilfm_jax.training.state import TrainState
 
