@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -29,6 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 HW = (32, 16)
 CONFIG = ModelConfig(num_classes=2, resnet_blocks=(1, 1, 1, 1), resnet_width=4,
                      text=TextConfig(width=32, layers=1, heads=2, embed_dim=128), backup=True)
+# As a GPU run exports its model (compute_dtype "auto"): evaluation still embeds in eval.dtype.
+EXPORTED = dataclasses.replace(CONFIG, dtype="bfloat16")
 CONFIG_FILE = """
 import ml_collections
 
@@ -63,7 +66,7 @@ def built(tmp_path_factory):
         llcm_dataset_builder.Builder(data_dir=str(data_dir)).download_and_prepare(
             file_format="array_record", download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
     variables = jax.jit(lambda key: add_backup(init_variables(CONFIG, key, HW)))(jax.random.key(0))
-    checkpoint = checkpoints.save_variables(base / "checkpoint", variables, CONFIG)
+    checkpoint = checkpoints.save_variables(base / "checkpoint", variables, EXPORTED)
     config = base / "eval_config.py"
     config.write_text(CONFIG_FILE.format(data_dir=str(data_dir), hw=HW))
     return {"root": root, "data_dir": data_dir, "checkpoint": checkpoint, "config": config, "base": base}
@@ -114,6 +117,9 @@ def test_cli_writes_tables_and_figures(built):
             assert 0 <= r["mean"]["R1"] <= r["mean"]["R5"] <= r["mean"]["R20"] == 100.0
             assert len(r["mean"]["cmc"]) == 20
     markdown = (output / "report.md").read_text()
+    # The exported model says bfloat16; the evaluation embedded in eval.dtype's default, and says so.
+    assert report["numerics"]["embedding_dtype"] == report["settings"]["dtype"] == "float32"
+    assert "embeddings in float32 (eval.dtype), scores in float32, matmul precision HIGHEST" in markdown
     mean_rows = [line for line in markdown.splitlines() if line.startswith("| LLCM")]
     assert len(mean_rows) == sum(len(c["results"]) for c in report["conditions"])
     trial_rows = [line for line in markdown.splitlines() if line.startswith("| llcm-")]
@@ -161,4 +167,4 @@ def test_settings_from_config_and_loading_errors(built, tmp_path):
     with pytest.raises(ValueError, match="config.data.name must name the dataset"):
         runner.load_test_set({"data": {}})
     config, variables, described = runner.load_model(built["checkpoint"])
-    assert config == CONFIG and "backup_neck" in variables["params"] and described == str(built["checkpoint"])
+    assert config == EXPORTED and "backup_neck" in variables["params"] and described == str(built["checkpoint"])

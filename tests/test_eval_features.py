@@ -244,7 +244,7 @@ def test_sysu_and_regdb_protocols(model_and_variables, tmp_path):
 
 
 def test_evaluate_fn_for_the_trainer(model_and_variables, llcm):
-    """The trainer calls evaluate_fn(TrainState) and selects by "rank1"."""
+    """The trainer calls evaluate_fn(TrainState) and selects by one of its keys (config.train.best_metric)."""
     from tvilfm_jax.eval.runner import make_evaluate_fn
     from tvilfm_jax.training.state import TrainState
 
@@ -260,3 +260,29 @@ def test_evaluate_fn_for_the_trainer(model_and_variables, llcm):
     assert results["rank1"] == results["mer/R1"] and results["mAP"] == results["mer/mAP"]
     assert {"ir/R1", "text/mINP", "fusion/R20"} <= results.keys()
     assert evaluate_fn(variables) == results  # same weights, same texts: the same numbers
+
+
+def _row_relative_error(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float((np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)).max())
+
+
+def test_evaluation_embeds_in_eval_dtype_not_the_training_dtype(model_and_variables, images, llcm):
+    """A model trained (and exported) with bf16 compute embeds in fp32 unless eval.dtype says
+    bfloat16: the same features as the fp32 model, bit for bit."""
+    model, variables = model_and_variables
+    trained_bf16 = TVILFM(dataclasses.replace(CONFIG, dtype="bfloat16"))
+    captions = ["a woman in a red coat", "a man with a black backpack and jeans"]
+    feats = {}
+    for name, m, dtype in (("fp32", model, {}), ("default", trained_bf16, {}),
+                           ("bf16", trained_bf16, {"dtype": "bfloat16"})):
+        settings = EvalSettings(image_size=HW, batch_size=8, **dtype)
+        extractor = Evaluator(llcm, m, settings, progress=False).extractor
+        assert extractor.model.config.dtype == ("bfloat16" if name == "bf16" else "float32")
+        gallery = extractor.gallery_embeddings(variables, extractor.image_features(variables, images, "rgb"))
+        feats[name] = (gallery["current"], extractor.embed(variables, extractor.text_features(variables, captions)))
+    for got, want in zip(feats["default"], feats["fp32"]):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert all(_row_relative_error(got, want) > 1e-4 for got, want in zip(feats["bf16"], feats["fp32"]))
+    with pytest.raises(ValueError, match="eval.dtype must be one of"):
+        EvalSettings(dtype="float16")

@@ -66,8 +66,8 @@ def original_group(name: str, stage: str, cfg) -> tuple[float, float] | None:
         return cfg.lr_visual, cfg.visual_weight_decay
     if "classifier" in name:
         return cfg.lr_visual * cfg.classifier_lr_factor, cfg.visual_weight_decay
-    if "bias" in name:
-        return cfg.lr_visual, cfg.visual_weight_decay_bias
+    if "bias" in name:  # base_model.ln_final.bias: solver/build.py multiplies by the bias factor here too
+        return cfg.lr_visual * cfg.visual_bias_lr_factor, cfg.visual_weight_decay_bias
     return cfg.lr_visual, cfg.visual_weight_decay
 
 
@@ -82,7 +82,8 @@ def params():
 
 
 @pytest.mark.parametrize("stage", optim.STAGES)
-@pytest.mark.parametrize("overrides", [{}, dict(lr_visual=2e-3, lr_txt=3.5e-4, text_weight_decay_bias=5e-4)])
+@pytest.mark.parametrize("overrides", [{}, dict(lr_visual=2e-3, lr_txt=3.5e-4, text_weight_decay_bias=5e-4),
+                                       dict(visual_bias_lr_factor=3.0, classifier_lr_factor=5.0)])
 def test_paper_groups_follow_the_original_name_rules(params, names, stage, overrides):
     cfg = optim_config(**overrides)
     hp = optim.group_hparams(cfg, "paper")
@@ -92,6 +93,15 @@ def test_paper_groups_follow_the_original_name_rules(params, names, stage, overr
         expected = original_group(names[path], stage, cfg)
         got = None if label == "frozen" else hp[label]
         assert got == expected, (path, names[path], label)
+
+
+def test_paper_ln_final_bias_takes_the_visual_bias_lr_factor(params):
+    """solver/build.py: the catch-all "bias" rule is lr_visual * bias_lr_factor, as the visual biases."""
+    cfg = optim_config(lr_visual=2e-3, visual_bias_lr_factor=3.0, visual_weight_decay_bias=1e-4)
+    labels = traverse_util.flatten_dict(optim.param_labels(params, "tvilfm"))
+    lr, wd = optim.group_hparams(cfg, "paper")[labels[("text", "ln_final", "bias")]]
+    assert (lr, wd) == (pytest.approx(6e-3), 1e-4)
+    assert optim.group_hparams(cfg, "paper")[labels[("text", "ln_final", "scale")]][0] == 2e-3
 
 
 def test_clean_recipe_trains_the_whole_text_tower_at_lr_txt(params):

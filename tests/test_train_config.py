@@ -97,6 +97,21 @@ def test_validation_names_the_bad_key(override, key):
         train_config.validate(load("synthetic.py", override))
 
 
+def test_paper_selects_stage2_by_fusion_rank1():
+    """The official stage-2 script tests Fusion without MER (--CAT_EVAL), so its best model is the
+    best Fusion R1; stage 1 scores IR only; the key stays overridable and is checked."""
+    for name in ("sysu", "regdb", "llcm", "synthetic"):
+        assert load(f"{name}.py:stage=tvilfm").train.best_metric == "fusion/R1"
+        assert load(f"{name}.py").train.best_metric == "rank1" and load(f"{name}.py").eval.modalities == ("ir",)
+    assert load("sysu.py:stage=tvilfm,recipe=clean").train.best_metric == "rank1"
+    c = load("synthetic.py:stage=tvilfm", "--config.init.checkpoint=/some/base", "--config.train.best_metric=mer/R1")
+    train_config.validate(c)
+    assert c.train.best_metric == "mer/R1"
+    c = load("synthetic.py:stage=tvilfm", "--config.init.checkpoint=/some/base", "--config.eval.modalities=('ir',)")
+    with pytest.raises(train_config.ConfigError, match=r"best_metric='fusion/R1' needs the 'fusion' query"):
+        train_config.validate(c)
+
+
 def test_stage2_needs_an_initial_checkpoint():
     with pytest.raises(train_config.ConfigError, match=r"init\.checkpoint"):
         train_config.validate(load("synthetic.py:stage=tvilfm"))

@@ -359,8 +359,10 @@ def test_training_runs_the_evaluator_and_keeps_the_best_model(second_wave):
             assert 0.0 <= r[f"{modality}/R1"] <= r[f"{modality}/R10"] <= 100.0
             assert 0.0 < r[f"{modality}/mAP"] <= 100.0
         assert r["rank1"] == r["mer/R1"]  # MER is the main stage-2 number, as the original's CAT_EVAL
-    best_step = max(evals, key=lambda r: (r["rank1"], r["step"]))["step"]
+    # ... but the paper recipe keeps the best Fusion R1, as the official stage-2 script.
+    best_step = max(evals, key=lambda r: (r["fusion/R1"], r["step"]))["step"]
     assert [p.name for p in (workdir / "best").iterdir()] == [str(best_step)]
+    assert "best model so far by fusion/R1" in runs.output("tvilfm_eval")
     config, best = load_model(workdir / "variables" / "best")
     assert config.backup
     assert_trees_close(best, saved_state(workdir, best_step), 0, 0, "best export vs its checkpoint")

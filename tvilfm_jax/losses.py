@@ -1,6 +1,10 @@
 """Training losses of TVI-LFM (SPEC §4.1-4.3), computed in fp32 whatever the compute dtype.
 
 Both losses take the *pre-BN* feature rows of one step: [3B, D] in stage 1, [5B, D] in stage 2.
+The WRT distance matmul runs at Precision.HIGHEST (full fp32): XLA's default lets GPUs run fp32
+dots as TF32 (10-bit mantissa), ~1e-3 relative error in the distances of features that share a
+large common component, such as the non-negative GeM features. (The identity logits come from
+the neck's classifier, which is HIGHEST too, models/neck.py.)
 """
 
 from __future__ import annotations
@@ -30,9 +34,15 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def pairwise_distances(x: jax.Array) -> jax.Array:
-    """Euclidean distances as AGW computes them: sqrt(max(|a|^2+|b|^2-2ab, 1e-12)). [N,D] -> [N,N]."""
+    """Euclidean distances as AGW computes them, sqrt(max(|a|^2+|b|^2-2ab, 1e-12)): [N,D] -> [N,N].
+
+    The rows are centred on their mean first. Distances do not change under a common shift, but
+    the cancellation in |a|^2+|b|^2-2ab does: its rounding error scales with |a|^2, so features
+    sharing a large component (GeM features are all positive) lose digits without it.
+    """
+    x = x - jnp.mean(x, axis=0, keepdims=True)
     sq = jnp.sum(x * x, axis=-1)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * jnp.matmul(x, x.T, precision=jax.lax.Precision.HIGHEST)
     return jnp.sqrt(jnp.maximum(d2, 1e-12))
 
 

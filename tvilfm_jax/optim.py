@@ -8,14 +8,15 @@ gradient would still let L2 decay move them).
 
 Two recipes:
   "paper": the original's grouping, quirks included (SPEC §10.2 items 10-11): the text tower's
-           token/positional embeddings, ln_final and projection train at lr_visual, and text
-           block weights use visual_weight_decay.
+           token/positional embeddings, ln_final and projection train at lr_visual (ln_final.bias
+           at lr_visual * visual_bias_lr_factor), and text block weights use visual_weight_decay.
   "clean": the whole text tower trains at lr_txt (biases at lr_txt * text_bias_lr_factor).
 Labels (and what the original calls them):
   visual, visual_bias     `base_model.visual.*` incl. GeM p (lr_visual; bias: * visual_bias_lr_factor)
   neck                    `classifier.*`, BN beta included (lr_visual * classifier_lr_factor)
   text_block, text_block_bias   `base_model.transformer.*` (lr_txt; bias: * text_bias_lr_factor)
-  text_other, text_other_bias   embeddings, ln_final, text_projection (paper: lr_visual)
+  text_other, text_other_bias   embeddings, ln_final, text_projection (paper: lr_visual; bias:
+                                * visual_bias_lr_factor)
   frozen                  what the stage does not train
 """
 
@@ -69,7 +70,9 @@ def group_hparams(optim: Any, recipe: str) -> dict[str, tuple[float, float]]:
     lr_v, lr_t = optim.lr_visual, optim.lr_txt
     wd, wd_vb, wd_tb = optim.visual_weight_decay, optim.visual_weight_decay_bias, optim.text_weight_decay_bias
     text_other_lr = lr_v if recipe == "paper" else lr_t
-    text_other_bias = (lr_v, wd_vb) if recipe == "paper" else (lr_t * optim.text_bias_lr_factor, wd_tb)
+    # paper: the original's catch-all "bias" rule, lr_visual * bias factor (solver/build.py).
+    text_other_bias = ((lr_v * optim.visual_bias_lr_factor, wd_vb) if recipe == "paper"
+                       else (lr_t * optim.text_bias_lr_factor, wd_tb))
     return {
         "visual": (lr_v, wd),
         "visual_bias": (lr_v * optim.visual_bias_lr_factor, wd_vb),

@@ -24,6 +24,7 @@ from tvilfm_jax.eval.testset import TestSet
 from tvilfm_jax.eval.texts import DESCRIPTIONS
 
 RANKS = (1, 5, 10, 20)
+SCORES_NUMERICS = "float32, matmul precision HIGHEST"
 METRIC_NOTES = {
     "sysu": "eval_sysu: cam3 queries ignore cam2 gallery images; de-duplicated CMC",
     "llcm": "eval_llcm: gallery images with the query's pid and camera removed; de-duplicated CMC",
@@ -100,6 +101,7 @@ def build_report(test: TestSet, settings: EvalSettings, results: Mapping[str, Ma
         "model": info,
         "settings": _jsonable(dataclasses.asdict(settings)),
         "units": "percent",
+        "numerics": {"embedding_dtype": settings.dtype, "scores": SCORES_NUMERICS},
         "protocols": {name: {"title": PROTOCOLS[name].title, "note": PROTOCOL_NOTES[name]}
                       for name in dict.fromkeys(c["protocol"] for c in conditions)},
         "text_sources": {s: DESCRIPTIONS[s] for s in settings.text_sources},
@@ -133,7 +135,9 @@ def markdown(report: Mapping[str, Any]) -> str:
         lines.append(f"- checkpoint: `{report['checkpoint']}`")
     s = report["settings"]
     lines.append(f"- recipe `{s['recipe']}`: {report['recipe'][s['recipe']]}")
-    lines.append(f"- caption seed {s['seed']}; image size {tuple(s['image_size'])}; numbers in percent")
+    lines.append(f"- caption seed {s['seed']}; image size {tuple(s['image_size'])}; embeddings in "
+                 f"{report['numerics']['embedding_dtype']} (eval.dtype), scores in {report['numerics']['scores']}; "
+                 "numbers in percent")
     lines += ["", "Protocols:"] + [f"- {p['title']} (`{k}`): {p['note']}" for k, p in report["protocols"].items()]
     lines += ["", "Text sources:"] + [f"- `{k}`: {v}" for k, v in report["text_sources"].items()]
     lines += ["", "Query modalities:"] + [f"- {MODALITY_NAMES[k]}: {v}" for k, v in report["modalities"].items()]

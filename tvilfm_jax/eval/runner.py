@@ -76,7 +76,7 @@ class EvalRun:
 
           "<modality>/<R1|R5|R10|R20|mAP|mINP>"   the first (primary) condition
           "rank1", "mAP", "mINP"                  its primary modality: MER if scored, else
-                                                  Fusion, Text, IR (the trainer's best_metric)
+                                                  Fusion, Text, IR
           "<protocol>/<text source>/<noflip|flip>/<modality>/<metric>"   every other condition
         """
         out: dict[str, float] = {}
@@ -94,12 +94,18 @@ class EvalRun:
         return next(m for m in ("mer", "fusion", "text", "ir") if m in scored)
 
 
+def with_dtype(model: TVILFM, dtype: str) -> TVILFM:
+    """The same model computing in `dtype` (its variables do not depend on the dtype)."""
+    return model if model.config.dtype == dtype else TVILFM(dataclasses.replace(model.config, dtype=dtype))
+
+
 class Evaluator:
     """Scores one model definition on one test set, for any number of weight sets.
 
     Args:
       test: the test records.
-      model: the `TVILFM` module (defines backups and fusion).
+      model: the `TVILFM` module (defines backups and fusion); it embeds in `settings.dtype`,
+        not in the compute dtype it was trained (or exported) with.
       settings: what to score.
       sharding: optional sharding of the batch axis for feature extraction.
       progress: show progress bars.
@@ -111,11 +117,11 @@ class Evaluator:
     def __init__(self, test: TestSet, model: TVILFM, settings: EvalSettings, *,
                  sharding: jax.sharding.Sharding | None = None, progress: bool = True):
         self.test = test
-        self.model = model
+        self.model = with_dtype(model, settings.dtype)
         self.settings = settings
         settings.protocols_for(test.layout)  # fails early on protocols of another dataset
         self.texts = scoring.prepare_texts(test, settings)
-        self.extractor = FeatureExtractor(model, settings.batch_size, settings.image_size, sharding, progress)
+        self.extractor = FeatureExtractor(self.model, settings.batch_size, settings.image_size, sharding, progress)
 
     def run(self, state_or_variables: Any, *, ranking: bool = False) -> EvalRun:
         variables = as_variables(state_or_variables)
@@ -132,7 +138,7 @@ def make_evaluate_fn(config: Any, model: TVILFM, *, test: TestSet | None = None,
                      settings: EvalSettings | None = None, sharding: jax.sharding.Sharding | None = None,
                      progress: bool = False, **overrides) -> Evaluator:
     """The trainer's `evaluate_fn(state_or_variables) -> dict[str, float]` (percent; keys in
-    `EvalRun.flat`, "rank1" for `config.train.best_metric`).
+    `EvalRun.flat`, any of which `config.train.best_metric` names).
 
     Test records come from `config.data` (read once, here) unless `test` is given; settings
     from `settings_from_config(config)` unless `settings` is given; `overrides` replace
@@ -171,7 +177,7 @@ def load_model(checkpoint: str | os.PathLike | None = None, *, workdir: str | os
         checkpoint = os.path.join(os.fspath(workdir), VARIABLES_DIR, which)
         if not os.path.isdir(checkpoint):
             raise ValueError(f"training run {workdir} has no {VARIABLES_DIR}/{which} export (best: written at the "
-                             "first evaluation that improves rank1; last: at the end of training)")
+                             "first evaluation that improves config.train.best_metric; last: at the end of training)")
     config, variables = checkpoints.load_checkpoint(checkpoint)
     return config, variables, os.path.abspath(os.fspath(checkpoint))
 

@@ -155,7 +155,8 @@ def extract(extractor: FeatureExtractor, variables, test: TestSet, settings: Eva
     return ModelFeatures(query, gallery, captions)
 
 
-_matmul_t = jax.jit(lambda a, b: a @ b.T)
+# Full fp32 (not TF32 on GPUs): near-tied cosines decide ranks.
+_matmul_t = jax.jit(lambda a, b: jnp.matmul(a, b.T, precision=jax.lax.Precision.HIGHEST))
 _sum3 = jax.jit(lambda a, b, c: a + b + c)
 
 

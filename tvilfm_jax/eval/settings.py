@@ -35,6 +35,8 @@ from tvilfm_jax.eval.texts import TEXT_SOURCES
 MODALITIES = ("ir", "text", "fusion", "mer")
 MODALITY_NAMES = {"ir": "IR", "text": "Text", "fusion": "Fusion", "mer": "MER"}
 RECIPES = ("paper", "clean")
+# Compute dtypes of evaluation (independent of the training compute dtype).
+DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +112,9 @@ class EvalSettings:
       recipe: "paper" keeps the original's evaluation quirks (LLCM IR metric, RegDB v->t IR
         with current-neck RGB features), "clean" fixes them.
       ranking_queries: queries shown in the ranking grid; ranking_top_k: gallery images each.
+      dtype: compute dtype of the ResNet and text tower while embedding, whatever the model was
+        trained in: "float32" (as the original, which evaluates without autocast) or "bfloat16"
+        (faster on accelerators, ~1e-2 relative error in the embeddings). Scores are fp32.
     """
 
     protocols: tuple[str, ...] = ()
@@ -124,6 +129,7 @@ class EvalSettings:
     recipe: str = "paper"
     ranking_queries: int = 8
     ranking_top_k: int = 10
+    dtype: str = "float32"
 
     def __post_init__(self):
         # Frozen: normalise the sequences (lists from JSON / ConfigDict) in place.
@@ -139,6 +145,8 @@ class EvalSettings:
         _check_subset("eval.text_sources", self.text_sources, TEXT_SOURCES, nonempty=True)
         if not self.flip or len(set(self.flip)) != len(self.flip):
             raise ValueError(f"eval.flip must list False and/or True once each, got {self.flip}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"eval.dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.recipe not in RECIPES:
             raise ValueError(f"eval.recipe (or config.recipe) must be one of {RECIPES}, got {self.recipe!r}")
         if len(self.image_size) != 2 or min(self.image_size) < 1:

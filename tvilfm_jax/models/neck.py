@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from tvilfm_jax.models.batchnorm import BatchNorm
@@ -20,14 +21,15 @@ class BNNeck(nn.Module):
       train -> (x unchanged [N,D] (the pre-BN features the WRT loss uses), logits [N,C]),
                BN with batch statistics over all N rows, running statistics updated;
       eval  -> L2-normalised BN(x) [N,D] with running statistics.
-    Everything here is fp32: it is tiny and feeds the losses and the retrieval scores.
+    Everything here is fp32: it is tiny and feeds the losses and the retrieval scores. The
+    classifier's matmul runs at Precision.HIGHEST, so GPUs do not run it as TF32.
     """
 
     num_classes: int
 
     def setup(self):
         self.bn = BatchNorm()
-        self.classifier = nn.Dense(self.num_classes, use_bias=False,
+        self.classifier = nn.Dense(self.num_classes, use_bias=False, precision=jax.lax.Precision.HIGHEST,
                                    kernel_init=nn.initializers.normal(0.001))
 
     def __call__(self, x: jnp.ndarray, train: bool):

@@ -77,6 +77,10 @@ def validate(config: Any) -> None:
                           "--kind official ...`)")
     if not isinstance(_get(config, "train.best_metric"), str) or not config.train.best_metric:
         raise ConfigError(f"config.train.best_metric must be a metric name, got {config.train.best_metric!r}")
+    parts = config.train.best_metric.split("/")  # "<modality>/<metric>" of the main protocol
+    if len(parts) == 2 and _get(config, "train.evaluate") and parts[0] not in tuple(_get(config, "eval.modalities")):
+        raise ConfigError(f"config.train.best_metric={config.train.best_metric!r} needs the {parts[0]!r} query, "
+                          f"which config.eval.modalities {tuple(config.eval.modalities)} does not score")
 
 
 def compute_dtype(name: str, backend: str | None = None) -> str:

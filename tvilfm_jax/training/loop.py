@@ -9,7 +9,8 @@ checked before anything is saved: a non-finite loss raises `NonFiniteLossError` 
 after the last finite step is ever written. Checkpoints: every `checkpoint_every_steps` steps,
 at every epoch end and at the end (see checkpointing.py). Evaluation: a caller-supplied
 `evaluate_fn(state) -> dict` after the epochs SPEC §6.7 names; a result holding
-`config.train.best_metric` that is >= the best so far replaces the best checkpoint.
+`config.train.best_metric` that is >= the best so far replaces the best checkpoint (and says so,
+naming the metric).
 
 One run per workdir: each process holds an advisory lock on workdir/train.lock (train.lock.<i>
 for process i > 0) while it trains; the OS drops it when the process ends, killed or not.
@@ -381,11 +382,15 @@ def _train(exp: Experiment, workdir: str, initial: dict | None, change: dict | N
                 log.write("eval", done, epoch, results)
                 say(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(results.items())))
                 value = results.get(tcfg.best_metric)
-                if value is not None and (best is None or value >= best["value"]):
+                if value is None:
+                    say(f"config.train.best_metric {tcfg.best_metric!r} is not among the evaluation's metrics "
+                        f"({', '.join(sorted(results))}); no best model is kept")
+                elif best is None or value >= best["value"]:
                     best = {"step": done, "epoch": epoch, "metric": tcfg.best_metric, "value": value}
                     ckpts.save_best(done, state, iterator.get_state(), checkpoint_meta(done))
-                    checkpointing.export_variables(os.path.join(workdir, checkpointing.VARIABLES_DIR, "best"),
-                                                   state, exp.model_config)
+                    exported = checkpointing.export_variables(
+                        os.path.join(workdir, checkpointing.VARIABLES_DIR, "best"), state, exp.model_config)
+                    say(f"best model so far by {tcfg.best_metric} ({value:.4g}, epoch {epoch + 1}): {exported}")
             if save_now:
                 ckpts.save(done, state, iterator.get_state(), checkpoint_meta(done))
         absorb()
