@@ -380,8 +380,8 @@ def param_group(name: str, optim: Any, stage: str) -> tuple[float, float] | None
         return lr_v, wd
     if "classifier" in name:
         return lr_v * optim.classifier_lr_factor, wd
-    if "bias" in name:
-        return lr_v, optim.visual_weight_decay_bias
+    if "bias" in name:  # base_model.ln_final.bias: solver/build.py's catch-all bias rule
+        return lr_v * optim.visual_bias_lr_factor, optim.visual_weight_decay_bias
     return lr_v, wd
 
 

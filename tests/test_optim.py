@@ -2,7 +2,7 @@
 
 The group test maps every Flax parameter back to the original's state_dict name (by pushing a
 state_dict of unique constants through the official converter) and applies the original's
-name rules, written here from SPEC, to that name.
+name rules (benchmarks/torch_reference.param_group, the one PyTorch-side copy) to that name.
 """
 
 import jax
@@ -13,6 +13,7 @@ import optax
 import pytest
 from flax import traverse_util
 
+from benchmarks import torch_reference as tref
 from tvilfm_jax import optim
 from tvilfm_jax.conversion.official import convert_official
 from tvilfm_jax.models.text import TextConfig
@@ -35,8 +36,6 @@ def optim_config(**overrides):
 def original_names(c: ModelConfig) -> dict[tuple, str]:
     """Flax param path -> the original's parameter name: every key of the PyTorch reference's
     state_dict (the official layout, SPEC §1.9) filled with its own index, then converted."""
-    from benchmarks import torch_reference as tref
-
     keys = [(k, tuple(v.shape)) for k, v in tref.TorchTVILFM(c).state_dict().items()]
     tensors = {k: np.full(shape, i, np.float32) for i, (k, shape) in enumerate(keys)}
     params = convert_official(tensors, c)["params"]
@@ -46,29 +45,6 @@ def original_names(c: ModelConfig) -> dict[tuple, str]:
         assert uniq.size == 1, path
         names[path] = keys[int(uniq[0])][0]
     return names
-
-
-def original_group(name: str, stage: str, cfg) -> tuple[float, float] | None:
-    """SPEC §4.5 rules on the original's names; None where the original gives no gradient."""
-    trained = (("visual", "classifier") if stage == "base" else ("transformer", "base_model.token",
-               "base_model.positional", "base_model.ln_final", "base_model.text_projection", "classifier"))
-    if name.startswith("backup_") or not any(t in name for t in trained):
-        return None
-    if stage == "tvilfm" and "visual" in name:
-        return None
-    if "transformer" in name:
-        if "bias" in name:
-            return cfg.lr_txt * cfg.text_bias_lr_factor, cfg.text_weight_decay_bias
-        return cfg.lr_txt, cfg.visual_weight_decay
-    if "visual" in name:
-        if "bias" in name:
-            return cfg.lr_visual * cfg.visual_bias_lr_factor, cfg.visual_weight_decay_bias
-        return cfg.lr_visual, cfg.visual_weight_decay
-    if "classifier" in name:
-        return cfg.lr_visual * cfg.classifier_lr_factor, cfg.visual_weight_decay
-    if "bias" in name:  # base_model.ln_final.bias: solver/build.py multiplies by the bias factor here too
-        return cfg.lr_visual * cfg.visual_bias_lr_factor, cfg.visual_weight_decay_bias
-    return cfg.lr_visual, cfg.visual_weight_decay
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +66,7 @@ def test_paper_groups_follow_the_original_name_rules(params, names, stage, overr
     labels = traverse_util.flatten_dict(optim.param_labels(params, stage))
     assert set(labels) == set(names)
     for path, label in labels.items():
-        expected = original_group(names[path], stage, cfg)
+        expected = tref.param_group(names[path], cfg, stage)
         got = None if label == "frozen" else hp[label]
         assert got == expected, (path, names[path], label)
 
