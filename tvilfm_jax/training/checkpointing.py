@@ -31,6 +31,7 @@ from absl import logging
 
 from tvilfm_jax import checkpoints
 from tvilfm_jax.models.tvilfm import ModelConfig, add_backup
+from tvilfm_jax.training import mesh as mesh_lib
 from tvilfm_jax.training.config import architecture_differences
 from tvilfm_jax.training.state import TrainState
 
@@ -137,11 +138,13 @@ def export_variables(directory: str, state: TrainState, config: ModelConfig) -> 
     """Writes state's {"params", "batch_stats"} + `config` in the `tvilfm_jax.checkpoints` layout.
 
     Collective: every process calls it with the replicated global arrays; process 0 writes the
-    config file. Replaces an earlier export in `directory`.
+    files. Replaces an earlier export in `directory`. The arrays are written as host numpy (no
+    sharding recorded), so the export loads on any device count.
     """
     directory = os.path.abspath(directory)
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(directory, checkpoints.VARIABLES_DIR), state.variables(), force=True)
+    checkpointer.save(os.path.join(directory, checkpoints.VARIABLES_DIR), mesh_lib.to_host(state.variables()),
+                      force=True)
     checkpointer.wait_until_finished()
     if jax.process_index() == 0:
         tmp = os.path.join(directory, checkpoints.CONFIG_FILE + ".tmp")
