@@ -4,15 +4,21 @@ checkpoints and failing asynchronous saves (issue 19)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+from conftest import TINY_DATASET
 
+from tvilfm_jax import checkpoints
 from tvilfm_jax.eval import runner
 from tvilfm_jax.models.text import TextConfig
 from tvilfm_jax.models.tvilfm import ModelConfig, init_variables
@@ -71,3 +77,75 @@ def assert_trees_equal(a, b) -> None:
     assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+# A tiny stage-1 run of the train CLI: 2 epochs x 4 steps, a checkpoint after every step.
+TINY_RUN = [
+    f"--config.data.name={TINY_DATASET}",
+    "--config.data.image_size=(32, 16)",
+    "--config.data.ids_per_batch=2",
+    "--config.data.images_per_id=2",
+    "--config.model.resnet_width=8",
+    "--config.model.text_width=32",
+    "--config.optim.lr_visual=1e-3",
+    "--config.optim.warmup_epochs=0",
+    "--config.optim.milestones=(1,)",
+    "--config.train.num_epochs=2",
+    "--config.train.log_every_steps=1",
+    "--config.train.checkpoint_every_steps=1",
+    "--config.train.keep_checkpoints=20",
+    "--config.train.evaluate=False",
+]
+
+
+def train_cli(workdir: Path, data_dir: Path, *flags: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env.pop("XLA_FLAGS", None)
+    cmd = [sys.executable, "-m", "tvilfm_jax.train", f"--config={ROOT / 'configs/synthetic.py'}",
+           f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *TINY_RUN, *flags]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def non_finite_count(tree) -> int:
+    return sum(int((~np.isfinite(np.asarray(x))).sum()) for x in jax.tree_util.tree_leaves(tree))
+
+
+def saved_state(workdir: Path, step: int) -> dict:
+    """The whole training state of checkpoint `step`, as numpy."""
+    path = workdir / "checkpoints" / str(step) / "state"
+    checkpointer = ocp.PyTreeCheckpointer()
+    stored = checkpointer.metadata(path).item_metadata.tree
+    args = jax.tree_util.tree_map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), stored)
+    return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
+
+
+@pytest.mark.slow
+def test_a_step_that_leaves_a_non_finite_state_is_never_saved_and_the_named_checkpoint_resumes(tmp_path, tiny_data_dir):
+    # Epoch 0 at lr 1e-3, then lr = 1e-3 * 1e39 = inf in fp32: step 5 turns the state inf/NaN
+    # (its loss, computed before the update, is still finite).
+    workdir = tmp_path / "exploding"
+    result = train_cli(workdir, tiny_data_dir, "--config.optim.gamma=1e39")
+    assert result.returncode == 1, result.stderr[-3000:]
+    found = re.search(r"^error: (.*) at step (\d+) \(epoch 1;.*The last good checkpoint, step (\d+), stays in (\S+);",
+                      result.stderr, re.M)
+    assert found, result.stderr[-3000:]
+    bad, kept = int(found.group(2)), int(found.group(3))
+    assert (bad, kept) == (5, 4), found.group(0)
+    assert found.group(1).startswith("the parameters, optimizer state or BN statistics are inf/NaN")
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir())
+    assert steps == [1, 2, 3, 4]
+    assert non_finite_count(saved_state(workdir, kept)) == 0
+    assert not (workdir / "variables").exists()
+    # The named checkpoint, with a sane lr, trains on to the end (a copy: a fresh run
+    # directory, so this does not depend on how a resume treats a changed config).
+    restart = tmp_path / "restart"
+    shutil.copytree(workdir / "checkpoints", restart / "checkpoints")
+    result = train_cli(restart, tiny_data_dir, "--config.optim.gamma=0.1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "at step 4 (epoch 1)" in result.stdout + result.stderr
+    losses = [r["loss"] for r in map(json.loads, (restart / "metrics.jsonl").read_text().splitlines())
+              if r["kind"] == "train"]
+    assert len(losses) == 4 and np.isfinite(losses).all(), losses
+    config, variables = checkpoints.load_checkpoint(restart / "variables" / "last")
+    assert non_finite_count(variables) == 0
