@@ -12,14 +12,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import pytest  # noqa: E402
 
-TINY_DATASET = "synthetic/sysu_tiny"  # 4 identities, 14 RGB + 8 IR images: 4 steps per epoch at P=2, K=2
-
 
 @pytest.fixture(scope="session")
-def tiny_data_dir(tmp_path_factory):
-    """A TFDS data_dir holding `TINY_DATASET`, built once per session."""
+def sysu_tiny(tmp_path_factory):
+    """TFDS data_dir holding the built `synthetic/sysu_tiny` (4 identities; 4 steps per epoch at
+    P=2, K=2): (name, data_dir)."""
     from tvilfm_jax.training.inputs import build_synthetic
 
-    data_dir = tmp_path_factory.mktemp("tiny_tfds")
-    build_synthetic(TINY_DATASET, str(data_dir))
-    return data_dir
+    name, data_dir = "synthetic/sysu_tiny", tmp_path_factory.mktemp("sysu_tiny_tfds")
+    build_synthetic(name, str(data_dir))
+    return name, data_dir

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import shutil
@@ -12,17 +13,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import TINY_DATASET
 
 from tvilfm_jax import checkpoints
 from tvilfm_jax.eval import runner
 from tvilfm_jax.models.text import TextConfig
 from tvilfm_jax.models.tvilfm import ModelConfig, init_variables
 from tvilfm_jax.training import checkpointing
+from tvilfm_jax.training.state import TrainState
 
 ROOT = Path(__file__).resolve().parents[1]
 HW = (32, 16)
@@ -81,7 +84,6 @@ def assert_trees_equal(a, b) -> None:
 
 # A tiny stage-1 run of the train CLI: 2 epochs x 4 steps, a checkpoint after every step.
 TINY_RUN = [
-    f"--config.data.name={TINY_DATASET}",
     "--config.data.image_size=(32, 16)",
     "--config.data.ids_per_batch=2",
     "--config.data.images_per_id=2",
@@ -98,12 +100,13 @@ TINY_RUN = [
 ]
 
 
-def train_cli(workdir: Path, data_dir: Path, *flags: str) -> subprocess.CompletedProcess:
+def train_cli(workdir: Path, dataset: tuple[str, Path], *flags: str) -> subprocess.CompletedProcess:
+    name, data_dir = dataset
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     env.pop("XLA_FLAGS", None)
     cmd = [sys.executable, "-m", "tvilfm_jax.train", f"--config={ROOT / 'configs/synthetic.py'}",
-           f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *TINY_RUN, *flags]
+           f"--workdir={workdir}", f"--config.data.name={name}", f"--config.data.data_dir={data_dir}", *TINY_RUN, *flags]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -121,11 +124,11 @@ def saved_state(workdir: Path, step: int) -> dict:
 
 
 @pytest.mark.slow
-def test_a_step_that_leaves_a_non_finite_state_is_never_saved_and_the_named_checkpoint_resumes(tmp_path, tiny_data_dir):
+def test_a_step_that_leaves_a_non_finite_state_is_never_saved_and_the_named_checkpoint_resumes(tmp_path, sysu_tiny):
     # Epoch 0 at lr 1e-3, then lr = 1e-3 * 1e39 = inf in fp32: step 5 turns the state inf/NaN
     # (its loss, computed before the update, is still finite).
     workdir = tmp_path / "exploding"
-    result = train_cli(workdir, tiny_data_dir, "--config.optim.gamma=1e39")
+    result = train_cli(workdir, sysu_tiny, "--config.optim.gamma=1e39")
     assert result.returncode == 1, result.stderr[-3000:]
     found = re.search(r"^error: (.*) at step (\d+) \(epoch 1;.*The last good checkpoint, step (\d+), stays in (\S+);",
                       result.stderr, re.M)
@@ -141,7 +144,7 @@ def test_a_step_that_leaves_a_non_finite_state_is_never_saved_and_the_named_chec
     # directory, so this does not depend on how a resume treats a changed config).
     restart = tmp_path / "restart"
     shutil.copytree(workdir / "checkpoints", restart / "checkpoints")
-    result = train_cli(restart, tiny_data_dir, "--config.optim.gamma=0.1")
+    result = train_cli(restart, sysu_tiny, "--config.optim.gamma=0.1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "at step 4 (epoch 1)" in result.stdout + result.stderr
     losses = [r["loss"] for r in map(json.loads, (restart / "metrics.jsonl").read_text().splitlines())
@@ -149,3 +152,84 @@ def test_a_step_that_leaves_a_non_finite_state_is_never_saved_and_the_named_chec
     assert len(losses) == 4 and np.isfinite(losses).all(), losses
     config, variables = checkpoints.load_checkpoint(restart / "variables" / "last")
     assert non_finite_count(variables) == 0
+
+
+def small_state(value: float) -> TrainState:
+    """A TrainState of a few random arrays (large enough that orbax stores them out of line)."""
+    w = jax.random.normal(jax.random.key(0), (128, 128)) + value
+    return TrainState(step=jnp.asarray(int(value), jnp.int32), params={"w": w}, batch_stats={"mean": jnp.zeros(3)},
+                      opt_state={"mu": jnp.full(4, value)}, rng=jnp.zeros(2, jnp.uint32))
+
+
+def save_steps(workdir: Path, steps, use_async: bool = True) -> None:
+    ckpts = checkpointing.TrainCheckpoints(str(workdir), keep=5, use_async=use_async)
+    iterator = iter(grain.MapDataset.range(100).to_iter_dataset())
+    for step in steps:
+        next(iterator)
+        ckpts.save(step, small_state(step), iterator.get_state(), {"step": step, "input": {"process_count": 1}})
+    ckpts.wait()
+    ckpts.close()
+
+
+def _garble(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[::7] = bytes(b ^ 0x5A for b in data[::7])
+    path.write_bytes(bytes(data))
+
+
+def _largest_data_file(state: Path) -> Path:
+    return max((p for p in state.rglob("*") if p.parent.name == "d"), key=lambda p: p.stat().st_size)
+
+
+# (damage to checkpoint step 2, the file the warning must name)
+DAMAGES = {
+    "state folder deleted": (lambda s: shutil.rmtree(s / "state"), "state/_METADATA is missing"),
+    "_METADATA deleted": (lambda s: (s / "state" / "_METADATA").unlink(), "state/_METADATA is missing"),
+    "_METADATA garbled": (lambda s: _garble(s / "state" / "_METADATA"), "state/_METADATA does not read"),
+    "array data garbled": (lambda s: _garble(_largest_data_file(s / "state")), "state does not restore"),
+    "array data truncated": (lambda s: os.truncate(_largest_data_file(s / "state"), 100),
+                             "state does not restore (ValueError: OUT_OF_RANGE: Error reading \"params.w/"),
+    "iterator state garbled": (lambda s: _garble(s / "data" / "process_0-of-1.json"),
+                               "data/process_0-of-1.json does not read"),
+    "iterator state deleted": (lambda s: (s / "data" / "process_0-of-1.json").unlink(),
+                               "data/process_0-of-1.json is missing"),
+    "meta garbled": (lambda s: _garble(s / "meta" / "metadata"), "meta/metadata does not read"),
+    "meta deleted": (lambda s: shutil.rmtree(s / "meta"), "meta/metadata is missing"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_latest_checkpoint_is_reported_and_the_newest_intact_one_resumes(tmp_path, caplog, damage):
+    save_steps(tmp_path, [1, 2])
+    hurt, named = DAMAGES[damage]
+    hurt(tmp_path / "checkpoints" / "2")
+    ckpts = checkpointing.TrainCheckpoints(str(tmp_path))
+    abstract = jax.eval_shape(lambda: small_state(0))
+    with caplog.at_level(logging.WARNING):
+        step, state, meta = ckpts.restore(abstract)
+    assert (step, meta["step"]) == (1, 1)
+    np.testing.assert_array_equal(state.params["w"], small_state(1).params["w"])
+    warning = next(r.getMessage() for r in caplog.records if "checkpoint step 2" in r.getMessage())
+    assert f"{tmp_path / 'checkpoints' / '2'}/{named}" in warning, warning
+    assert "resuming from step 1 instead" in warning
+    # Set aside, so the resumed run writes step 2 afresh (a save of an existing step is a no-op).
+    assert ckpts.latest.all_steps() == [1] and (tmp_path / "checkpoints_damaged" / "2").is_dir()
+    iterator = iter(grain.MapDataset.range(100).to_iter_dataset())
+    ckpts.restore_input(step, iterator)
+    assert next(iterator) == 1  # the saved position: one element read
+    ckpts.close()
+
+
+def test_no_intact_checkpoint_is_a_one_line_error_naming_each_step(tmp_path):
+    save_steps(tmp_path, [1, 2])
+    (tmp_path / "checkpoints" / "2" / "meta" / "metadata").unlink()
+    _garble(tmp_path / "checkpoints" / "1" / "state" / "_METADATA")
+    ckpts = checkpointing.TrainCheckpoints(str(tmp_path))
+    with pytest.raises(checkpointing.DamagedCheckpointError) as err:
+        ckpts.restore(jax.eval_shape(lambda: small_state(0)))
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("no intact checkpoint to resume from: checkpoint step 2: ")
+    assert "2/meta/metadata is missing; checkpoint step 1: " in message and "1/state/_METADATA does not read" in message
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2"]  # nothing moved
+    ckpts.close()

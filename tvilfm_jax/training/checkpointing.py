@@ -5,6 +5,8 @@ Layout of a workdir:
                         state (TrainState: params, batch_stats, opt_state, step, rng),
                         data  (the grain iterator state, one file per process),
                         meta  (JSON: epoch, loop accumulators, best metric so far, input layout)
+  checkpoints_damaged/<step>/
+                        latest checkpoints found damaged on resume (set aside, with a warning)
   best/<step>/          the best checkpoint by `config.train.best_metric` (ties: the later one)
   variables/last, variables/best
                         {"params", "batch_stats"} + ModelConfig in the `tvilfm_jax.checkpoints`
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,7 +41,38 @@ from tvilfm_jax.training.state import TrainState
 LATEST_DIR = "checkpoints"
 BEST_DIR = "best"
 VARIABLES_DIR = "variables"
+DAMAGED_DIR = "checkpoints_damaged"
 ITEMS = ("state", "data", "meta")
+
+
+class DamagedCheckpointError(RuntimeError):
+    """A training checkpoint is missing a part or does not read back."""
+
+
+def _read_json(step: int, path: str) -> Any:
+    """A checkpoint's JSON file; DamagedCheckpointError naming it when it is missing or garbled."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        what = "is missing" if isinstance(err, FileNotFoundError) else f"does not read ({type(err).__name__}: {err})"
+        raise DamagedCheckpointError(f"checkpoint step {step}: {path} {what}") from err
+
+
+def _root_cause(err: BaseException) -> str:
+    """The first line of the innermost exception in err's chain, without tensorstore's spec dump
+    (tensorstore names the file or array there; orbax's wrappers do not)."""
+    while err.__cause__ is not None or err.__context__ is not None:
+        err = err.__cause__ or err.__context__
+    text = (str(err).strip().splitlines() or [""])[0].split(" [tensorstore_spec=")[0]
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 class _FrozenIteratorState:
@@ -104,26 +138,68 @@ class TrainCheckpoints:
         if step not in self.best.all_steps():
             self.best.save(step, args=self._args(state, iterator_state, meta), force=True)
 
-    def restore_meta(self) -> dict | None:
-        """The meta item of the newest latest checkpoint, None when there is none."""
-        step = self.latest.latest_step()
-        if step is None:
-            return None
-        return dict(self.latest.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+    def restore(self, abstract_state: TrainState) -> tuple[int, TrainState, dict]:
+        """(step, state, meta) of the newest intact latest checkpoint.
 
-    def restore(self, abstract_state: TrainState, iterator: grain.DatasetIterator | None) -> tuple[TrainState, dict]:
-        """(state, meta) of the newest latest checkpoint; sets `iterator`'s state when given.
+        A damaged newer step (a missing or unreadable part) is reported with a warning naming it
+        and moved to `<workdir>/checkpoints_damaged/`, so the resumed run writes that step again.
+        Raises DamagedCheckpointError when no step is intact.
 
         abstract_state: `jax.ShapeDtypeStruct`s with shardings (where the arrays go).
         """
-        step = self.latest.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {os.path.join(self.workdir, LATEST_DIR)}")
-        items = dict(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
-        if iterator is not None:
-            items["data"] = grain.checkpoint.CheckpointRestore(iterator)
-        restored = self.latest.restore(step, args=ocp.args.Composite(**items))
-        return restored["state"], dict(restored["meta"])
+        steps = sorted(self.latest.all_steps(), reverse=True)
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {self.latest.directory}")
+        damaged: list[tuple[int, str]] = []
+        for step in steps:
+            try:
+                meta = self._verify(step)
+                state = self._restore_item(step, "state", ocp.args.StandardRestore(abstract_state))
+            except DamagedCheckpointError as err:
+                damaged.append((step, str(err)))
+                continue
+            for bad, problem in damaged:
+                self._set_aside(bad, step, problem)
+            return step, state, meta
+        raise DamagedCheckpointError(f"no intact checkpoint to resume from: {'; '.join(p for _, p in damaged)}; "
+                                     f"move {self.latest.directory} away to start the run afresh")
+
+    def restore_input(self, step: int, iterator: grain.DatasetIterator) -> None:
+        """Sets `iterator` to its state in checkpoint `step` (verified by `restore`)."""
+        self._restore_item(step, "data", grain.checkpoint.CheckpointRestore(iterator))
+
+    def _step_dir(self, step: int) -> str:
+        return os.path.join(os.fspath(self.latest.directory), str(step))
+
+    def _verify(self, step: int) -> dict:
+        """Checks the parts of checkpoint `step` that orbax would not name when they are broken;
+        returns its meta."""
+        root = self._step_dir(step)
+        meta = _read_json(step, os.path.join(root, "meta", "metadata"))
+        stored = meta.get("input", {}).get("process_count", jax.process_count())
+        for i in range(stored):
+            _read_json(step, os.path.join(root, "data", f"process_{i}-of-{stored}.json"))
+        _read_json(step, os.path.join(root, "state", "_METADATA"))
+        return meta
+
+    def _restore_item(self, step: int, item: str, args: Any) -> Any:
+        try:
+            return self.latest.restore(step, args=ocp.args.Composite(**{item: args}))[item]
+        except Exception as err:  # orbax / tensorstore / grain errors seldom name the file
+            raise DamagedCheckpointError(f"checkpoint step {step}: {os.path.join(self._step_dir(step), item)} "
+                                         f"does not restore ({_root_cause(err)})") from err
+
+    def _set_aside(self, step: int, resumed: int, problem: str) -> None:
+        aside = os.path.join(self.workdir, DAMAGED_DIR)
+        logging.warning("%s; resuming from step %d instead, and moving step %d to %s", problem, resumed, step, aside)
+        if jax.process_index() == 0:
+            os.makedirs(aside, exist_ok=True)
+            target = os.path.join(aside, str(step))
+            if os.path.exists(target):
+                shutil.rmtree(target)
+            os.replace(self._step_dir(step), target)
+        _sync(f"set aside checkpoint {step}")
+        self.latest.reload()
 
     def wait(self) -> None:
         self.latest.wait_until_finished()
@@ -151,10 +227,7 @@ def export_variables(directory: str, state: TrainState, config: ModelConfig) -> 
         with open(tmp, "w") as f:
             f.write(config.to_json())
         os.replace(tmp, os.path.join(directory, checkpoints.CONFIG_FILE))
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(f"export_variables {directory}")
+    _sync(f"export_variables {directory}")
     return directory
 
 

@@ -189,12 +189,12 @@ def train(exp: Experiment, workdir: str, evaluate_fn: EvaluateFn | None = None,
     num_epochs, spe, total = tcfg.num_epochs, exp.steps_per_epoch, exp.total_steps
     meta: dict = {}
     if ckpts.latest_step() is not None:
-        stored = ckpts.restore_meta()
-        same_layout = stored.get("input") == layout
-        start = int(stored["step"])
+        start, state, meta = ckpts.restore(_abstract_state(exp))
+        same_layout = meta.get("input") == layout
         iterator = make_iterator(exp.batches.dataset(num_epochs, start_step=0 if same_layout else start),
                                  num_workers=cfg.data.num_workers, prefetch=cfg.data.prefetch)
-        state, meta = ckpts.restore(_abstract_state(exp), iterator if same_layout else None)
+        if same_layout:
+            ckpts.restore_input(start, iterator)
         say(f"resumed {workdir} at step {start} (epoch {start // spe})"
             + ("" if same_layout else "; the input layout changed, so the input restarts at that step"))
     else:
