@@ -3,14 +3,18 @@ checkpoints and failing asynchronous saves (issue 19)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import re
+import resource
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grain
@@ -232,4 +236,50 @@ def test_no_intact_checkpoint_is_a_one_line_error_naming_each_step(tmp_path):
     assert message.startswith("no intact checkpoint to resume from: checkpoint step 2: ")
     assert "2/meta/metadata is missing; checkpoint step 1: " in message and "1/state/_METADATA does not read" in message
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2"]  # nothing moved
+    ckpts.close()
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """Writes past `limit` bytes fail with EFBIG ("File too large"), as on a full disk: a real
+    write error inside tensorstore, in this process only."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def big_state(value: float) -> TrainState:
+    return small_state(value).replace(params={"w": jax.random.normal(jax.random.key(1), (1024, 1024)) + value})
+
+
+def test_a_failed_background_save_is_reported_at_once_and_leaves_no_tmp_folder(tmp_path):
+    ckpts = checkpointing.TrainCheckpoints(str(tmp_path), keep=5)
+    iterator = iter(grain.MapDataset.range(100).to_iter_dataset())
+    ckpts.save(1, big_state(1), iterator.get_state(), {"step": 1, "input": {"process_count": 1}})
+    ckpts.wait()
+    with file_size_limit(1 << 20):  # the 4 MB array no longer fits
+        ckpts.save(2, big_state(2), iterator.get_state(), {"step": 2, "input": {"process_count": 1}})
+        with pytest.raises(checkpointing.CheckpointSaveError) as err:
+            for _ in range(600):  # what the loop does after every step
+                ckpts.check()
+                time.sleep(0.05)
+    message = str(err.value)
+    assert message.startswith(f"saving checkpoint step 2 to {tmp_path / 'checkpoints'} failed (")
+    assert "File too large" in message and "the previous checkpoint, step 1, is intact" in message
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]  # no *.orbax-checkpoint-tmp
+    # The run can go on saving, and step 1 restores.
+    ckpts.save(3, big_state(3), iterator.get_state(), {"step": 3, "input": {"process_count": 1}})
+    ckpts.wait()
+    assert ckpts.latest.all_steps() == [1, 3]
+    ckpts.close()
+    shutil.rmtree(tmp_path / "checkpoints" / "3")
+    ckpts = checkpointing.TrainCheckpoints(str(tmp_path))
+    step, state, _ = ckpts.restore(jax.eval_shape(lambda: big_state(0)))
+    assert step == 1
+    np.testing.assert_array_equal(state.params["w"], big_state(1).params["w"])
     ckpts.close()

@@ -60,7 +60,7 @@ def main(argv: list[str], make_evaluate=None) -> None:
 
     mesh.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     from tvilfm_jax.training import loop
-    from tvilfm_jax.training.checkpointing import DamagedCheckpointError
+    from tvilfm_jax.training.checkpointing import CheckpointError
     from tvilfm_jax.training.config import ConfigError
     from tvilfm_jax.training.inputs import DatasetNotFoundError
 
@@ -68,7 +68,7 @@ def main(argv: list[str], make_evaluate=None) -> None:
         if make_evaluate is None and FLAGS.config.train.evaluate:
             make_evaluate = evaluator
         loop.run(FLAGS.config, FLAGS.workdir, make_evaluate=make_evaluate, stop_after=FLAGS.stop_after_steps)
-    except (ConfigError, DatasetNotFoundError, loop.NonFiniteLossError, DamagedCheckpointError) as err:
+    except (ConfigError, DatasetNotFoundError, loop.NonFiniteLossError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
 

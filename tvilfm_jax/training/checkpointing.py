@@ -20,6 +20,7 @@ the devices, so the next (donating) step can run while files are written.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -43,10 +44,20 @@ BEST_DIR = "best"
 VARIABLES_DIR = "variables"
 DAMAGED_DIR = "checkpoints_damaged"
 ITEMS = ("state", "data", "meta")
+# orbax writes a step into <step>.orbax-checkpoint-tmp[-<time>] and renames it when complete.
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
 
-class DamagedCheckpointError(RuntimeError):
+class CheckpointError(RuntimeError):
+    """A training checkpoint cannot be written or read back."""
+
+
+class DamagedCheckpointError(CheckpointError):
     """A training checkpoint is missing a part or does not read back."""
+
+
+class CheckpointSaveError(CheckpointError):
+    """Writing a training checkpoint failed (e.g. the disk is full)."""
 
 
 def _read_json(step: int, path: str) -> Any:
@@ -107,6 +118,7 @@ class TrainCheckpoints:
         self.workdir = os.path.abspath(workdir)
         self.latest = _manager(os.path.join(self.workdir, LATEST_DIR), keep, use_async)
         self._best: ocp.CheckpointManager | None = None
+        self._writing: int | None = None  # the step of a background save not yet known to be done
 
     @property
     def best(self) -> ocp.CheckpointManager:
@@ -130,13 +142,51 @@ class TrainCheckpoints:
         """Latest checkpoint at `step` (a no-op if this step is already saved)."""
         if step in self.latest.all_steps():
             return
-        self.latest.save(step, args=self._args(state, iterator_state, meta), force=True)
+        self.wait()  # orbax would wait too, raising an earlier save's error unexplained
+        self._writing = step
+        try:
+            self.latest.save(step, args=self._args(state, iterator_state, meta), force=True)
+        except Exception as err:
+            self._failed(self.latest, err)
+
+    def check(self) -> None:
+        """Raises CheckpointSaveError once a background save has failed; does not wait for one
+        in progress (call it every step: a failed save is reported at once, not at the next)."""
+        if self._writing is not None and not self.latest.is_saving_in_progress():
+            self.wait()
+
+    def wait(self) -> None:
+        """Waits for the background save; CheckpointSaveError if it failed."""
+        try:
+            self.latest.wait_until_finished()
+        except Exception as err:
+            self._failed(self.latest, err)
+        self._writing = None
+
+    def _failed(self, manager: ocp.CheckpointManager, err: Exception) -> None:
+        """Removes the failed save's temporary folder and raises CheckpointSaveError."""
+        directory = os.fspath(manager.directory)
+        step, self._writing = self._writing, None
+        if jax.process_index() == 0:
+            for tmp in glob.glob(os.path.join(glob.escape(directory), f"{step}{TMP_SUFFIX}*")):
+                shutil.rmtree(tmp, ignore_errors=True)
+        manager.reload()
+        last = manager.latest_step()
+        kept = (f"the previous checkpoint, step {last}, is intact" if last is not None
+                else "no earlier checkpoint exists")
+        raise CheckpointSaveError(f"saving checkpoint step {step} to {directory} failed ({_root_cause(err)}); "
+                                  f"{kept}; free disk space or fix the file system, then run again to resume"
+                                  ) from err
 
     def save_best(self, step: int, state: TrainState, iterator_state: Any, meta: Mapping[str, Any]) -> None:
         """Replaces the best checkpoint with this step's (kept if a resumed run saved it already:
         the re-run steps reproduce the same state)."""
         if step not in self.best.all_steps():
-            self.best.save(step, args=self._args(state, iterator_state, meta), force=True)
+            try:
+                self.best.save(step, args=self._args(state, iterator_state, meta), force=True)
+            except Exception as err:
+                self._writing = step
+                self._failed(self.best, err)
 
     def restore(self, abstract_state: TrainState) -> tuple[int, TrainState, dict]:
         """(step, state, meta) of the newest intact latest checkpoint.
@@ -201,13 +251,14 @@ class TrainCheckpoints:
         _sync(f"set aside checkpoint {step}")
         self.latest.reload()
 
-    def wait(self) -> None:
-        self.latest.wait_until_finished()
-
     def close(self) -> None:
-        self.latest.close()
-        if self._best is not None:
-            self._best.close()
+        """Waits for a background save and closes; a failed save is logged (`wait` raises it)."""
+        for manager in (self.latest, self._best):
+            try:
+                if manager is not None:
+                    manager.close()
+            except Exception as err:  # already raised by wait/check, or the run is failing anyway
+                logging.error("closing the checkpoints in %s: %s", manager.directory, _root_cause(err))
 
 
 def export_variables(directory: str, state: TrainState, config: ModelConfig) -> str:

@@ -254,6 +254,7 @@ def train(exp: Experiment, workdir: str, evaluate_fn: EvaluateFn | None = None,
             batch = mesh_lib.put_batch(next(iterator), exp.mesh)
             state, metrics = step_fn(state, batch)
             absorb()  # the previous step's, while this one runs
+            ckpts.check()  # a failed background save stops the run now, not at the next save
             done = step + 1
             pending.append((done, metrics))
             epoch = step // spe
