@@ -181,6 +181,12 @@ def _garble(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def _flip_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+
+
 def _largest_data_file(state: Path) -> Path:
     return max((p for p in state.rglob("*") if p.parent.name == "d"), key=lambda p: p.stat().st_size)
 
@@ -193,6 +199,8 @@ DAMAGES = {
     "array data garbled": (lambda s: _garble(_largest_data_file(s / "state")), "state does not restore"),
     "array data truncated": (lambda s: os.truncate(_largest_data_file(s / "state"), 100),
                              "state does not restore (ValueError: OUT_OF_RANGE: Error reading \"params.w/"),
+    # zstd data that still decodes: read back silently wrong but for the saved checksum
+    "array data bit flipped": (lambda s: _flip_bit(_largest_data_file(s / "state")), "state does not hold what was saved"),
     "iterator state garbled": (lambda s: _garble(s / "data" / "process_0-of-1.json"),
                                "data/process_0-of-1.json does not read"),
     "iterator state deleted": (lambda s: (s / "data" / "process_0-of-1.json").unlink(),

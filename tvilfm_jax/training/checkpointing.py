@@ -4,7 +4,8 @@ Layout of a workdir:
   checkpoints/<step>/   latest checkpoints (the last `keep` of them), each with the items
                         state (TrainState: params, batch_stats, opt_state, step, rng),
                         data  (the grain iterator state, one file per process),
-                        meta  (JSON: epoch, loop accumulators, best metric so far, input layout)
+                        meta  (JSON: epoch, loop accumulators, best metric so far, input layout,
+                               the state's checksum)
   checkpoints_damaged/<step>/
                         latest checkpoints found damaged on resume (set aside, with a warning)
   best/<step>/          the best checkpoint by `config.train.best_metric` (ties: the later one)
@@ -29,6 +30,7 @@ from typing import Any
 
 import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
@@ -44,6 +46,8 @@ BEST_DIR = "best"
 VARIABLES_DIR = "variables"
 DAMAGED_DIR = "checkpoints_damaged"
 ITEMS = ("state", "data", "meta")
+# meta key of `checksum(state)` at save time, verified on restore.
+CHECKSUM_KEY = "state_checksum"
 # orbax writes a step into <step>.orbax-checkpoint-tmp[-<time>] and renames it when complete.
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
@@ -77,6 +81,18 @@ def _root_cause(err: BaseException) -> str:
         err = err.__cause__ or err.__context__
     text = (str(err).strip().splitlines() or [""])[0].split(" [tensorstore_spec=")[0]
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+@jax.jit
+def checksum(tree: Any) -> jax.Array:
+    """uint32 []: the wrapping sum of every leaf's 32-bit words (a flipped bit changes it).
+
+    Integer sums are exact, so it is the same on any device count."""
+    def words(x):
+        x = jnp.asarray(x)
+        return jax.lax.bitcast_convert_type(x, jnp.uint32) if x.dtype.itemsize == 4 else x.astype(jnp.uint32)
+
+    return sum((jnp.sum(words(x), dtype=jnp.uint32) for x in jax.tree_util.tree_leaves(tree)), jnp.uint32(0))
 
 
 def _sync(name: str) -> None:
@@ -135,7 +151,7 @@ class TrainCheckpoints:
         return ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=grain.checkpoint.CheckpointSave(_FrozenIteratorState(iterator_state)),
-            meta=ocp.args.JsonSave(dict(meta)),
+            meta=ocp.args.JsonSave({**meta, CHECKSUM_KEY: int(mesh_lib.to_host(checksum(state)))}),
         )
 
     def save(self, step: int, state: TrainState, iterator_state: Any, meta: Mapping[str, Any]) -> None:
@@ -205,6 +221,7 @@ class TrainCheckpoints:
             try:
                 meta = self._verify(step)
                 state = self._restore_item(step, "state", ocp.args.StandardRestore(abstract_state))
+                self._check_sum(step, state, meta)
             except DamagedCheckpointError as err:
                 damaged.append((step, str(err)))
                 continue
@@ -231,6 +248,15 @@ class TrainCheckpoints:
             _read_json(step, os.path.join(root, "data", f"process_{i}-of-{stored}.json"))
         _read_json(step, os.path.join(root, "state", "_METADATA"))
         return meta
+
+    def _check_sum(self, step: int, state: TrainState, meta: Mapping[str, Any]) -> None:
+        """Compressed data that decodes after damage (e.g. a flipped bit) reads back silently
+        wrong; the checksum saved in meta catches that (checkpoints written before it: skipped)."""
+        expected = meta.get(CHECKSUM_KEY)
+        found = int(mesh_lib.to_host(checksum(state)))
+        if expected is not None and found != expected:
+            raise DamagedCheckpointError(f"checkpoint step {step}: {os.path.join(self._step_dir(step), 'state')} "
+                                         f"does not hold what was saved (checksum {found}, saved {expected})")
 
     def _restore_item(self, step: int, item: str, args: Any) -> Any:
         try:
