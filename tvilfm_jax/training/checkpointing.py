@@ -163,7 +163,7 @@ class TrainCheckpoints:
         try:
             self.latest.save(step, args=self._args(state, iterator_state, meta), force=True)
         except Exception as err:
-            self._failed(self.latest, err)
+            self._failed(self.latest, step, err)
 
     def check(self) -> None:
         """Raises CheckpointSaveError once a background save has failed; does not wait for one
@@ -173,16 +173,16 @@ class TrainCheckpoints:
 
     def wait(self) -> None:
         """Waits for the background save; CheckpointSaveError if it failed."""
+        step, self._writing = self._writing, None
         try:
             self.latest.wait_until_finished()
         except Exception as err:
-            self._failed(self.latest, err)
-        self._writing = None
+            self._failed(self.latest, step, err)
 
-    def _failed(self, manager: ocp.CheckpointManager, err: Exception) -> None:
+    @staticmethod
+    def _failed(manager: ocp.CheckpointManager, step: int | None, err: Exception) -> None:
         """Removes the failed save's temporary folder and raises CheckpointSaveError."""
         directory = os.fspath(manager.directory)
-        step, self._writing = self._writing, None
         if jax.process_index() == 0:
             for tmp in glob.glob(os.path.join(glob.escape(directory), f"{step}{TMP_SUFFIX}*")):
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -201,8 +201,7 @@ class TrainCheckpoints:
             try:
                 self.best.save(step, args=self._args(state, iterator_state, meta), force=True)
             except Exception as err:
-                self._writing = step
-                self._failed(self.best, err)
+                self._failed(self.best, step, err)
 
     def restore(self, abstract_state: TrainState) -> tuple[int, TrainState, dict]:
         """(step, state, meta) of the newest intact latest checkpoint.
@@ -266,6 +265,7 @@ class TrainCheckpoints:
                                          f"does not restore ({_root_cause(err)})") from err
 
     def _set_aside(self, step: int, resumed: int, problem: str) -> None:
+        """Warns about damaged step `step` and moves it out of the manager's folder."""
         aside = os.path.join(self.workdir, DAMAGED_DIR)
         logging.warning("%s; resuming from step %d instead, and moving step %d to %s", problem, resumed, step, aside)
         if jax.process_index() == 0:
