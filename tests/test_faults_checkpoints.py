@@ -109,8 +109,8 @@ def train_cli(workdir: Path, dataset: tuple[str, Path], *flags: str) -> subproce
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     env.pop("XLA_FLAGS", None)
-    cmd = [sys.executable, "-m", "tvilfm_jax.train", f"--config={ROOT / 'configs/synthetic.py'}",
-           f"--workdir={workdir}", f"--config.data.name={name}", f"--config.data.data_dir={data_dir}", *TINY_RUN, *flags]
+    cmd = [sys.executable, "-m", "tvilfm_jax.train", f"--config={ROOT / 'configs/synthetic.py'}", f"--workdir={workdir}",
+           f"--config.data.name={name}", f"--config.data.data_dir={data_dir}", *TINY_RUN, *flags]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -200,7 +200,8 @@ DAMAGES = {
     "array data truncated": (lambda s: os.truncate(_largest_data_file(s / "state"), 100),
                              "state does not restore (ValueError: OUT_OF_RANGE: Error reading \"params.w/"),
     # zstd data that still decodes: read back silently wrong but for the saved checksum
-    "array data bit flipped": (lambda s: _flip_bit(_largest_data_file(s / "state")), "state does not hold what was saved"),
+    "array data bit flipped": (lambda s: _flip_bit(_largest_data_file(s / "state")),
+                               "state does not hold what was saved"),
     "iterator state garbled": (lambda s: _garble(s / "data" / "process_0-of-1.json"),
                                "data/process_0-of-1.json does not read"),
     "iterator state deleted": (lambda s: (s / "data" / "process_0-of-1.json").unlink(),
