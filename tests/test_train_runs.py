@@ -326,8 +326,9 @@ def test_stage2_trains_text_and_neck_only(second_wave, recipe):
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(runs):
     workdir = runs.wait("exploding", expect_rc=1)
     output = runs.output("exploding")
-    found = re.search(r"error: loss is (nan|inf|-inf) at step (\d+) \(epoch 1;.*The last good checkpoint, step (\d+), "
-                      r"stays in (\S+);", output)
+    found = re.search(r"error: (loss is (?:nan|inf|-inf)|the parameters, optimizer state or BN statistics are inf/NaN "
+                      r"\(loss \S+\)) at step (\d+) \(epoch 1;.*The last good checkpoint, step (\d+), stays in (\S+);",
+                      output)
     assert found, output[-2000:]
     bad_step, kept = int(found.group(2)), int(found.group(3))
     assert bad_step > STEPS_PER_EPOCH and found.group(4) == str(workdir / "checkpoints")

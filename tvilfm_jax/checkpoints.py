@@ -82,22 +82,27 @@ def check_tree(stored: Mapping[str, tuple[int, ...]], expected: Mapping[str, tup
 
 
 def load_variables(directory: str | os.PathLike, expected: Any = None) -> dict:
-    """Restores the variables tree as numpy arrays.
+    """Restores the variables tree as numpy arrays, on any device count.
 
     expected: optional tree of arrays or `jax.ShapeDtypeStruct`s (e.g. `jax.eval_shape` of
     `init_variables`); the stored tree must have exactly its key paths and shapes, and leaves are
     restored in its dtypes.
+
+    Leaves are read into host numpy whatever sharding a checkpoint recorded, so an export
+    written by an older multi-device run restores too.
     """
     target = os.path.join(os.path.abspath(os.fspath(directory)), VARIABLES_DIR)
     if not os.path.isdir(target):
         raise FileNotFoundError(f"checkpoint variables not found: {target}")
-    checkpointer = ocp.StandardCheckpointer()
-    if expected is None:
-        return checkpointer.restore(target)
+    checkpointer = ocp.PyTreeCheckpointer()
     stored = checkpointer.metadata(target).item_metadata.tree
-    check_tree(tree_shapes(stored), tree_shapes(expected), target)
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(tuple(x.shape), x.dtype), expected)
-    return checkpointer.restore(target, abstract)
+    if expected is None:
+        dtypes = jax.tree_util.tree_map(lambda m: m.dtype, stored)
+    else:
+        check_tree(tree_shapes(stored), tree_shapes(expected), target)
+        dtypes = jax.tree_util.tree_map(lambda x: x.dtype, expected)
+    restore_args = jax.tree_util.tree_map(lambda d: ocp.RestoreArgs(restore_type=np.ndarray, dtype=d), dtypes)
+    return checkpointer.restore(target, args=ocp.args.PyTreeRestore(restore_args=restore_args))
 
 
 def load_checkpoint(directory: str | os.PathLike) -> tuple[ModelConfig, dict]:

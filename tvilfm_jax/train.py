@@ -69,6 +69,7 @@ def main(argv: list[str], make_evaluate=None) -> None:
 
     mesh.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     from tvilfm_jax.training import loop
+    from tvilfm_jax.training.checkpointing import CheckpointError
     from tvilfm_jax.training.config import ConfigError
     from tvilfm_jax.training.inputs import DatasetNotFoundError
 
@@ -77,7 +78,8 @@ def main(argv: list[str], make_evaluate=None) -> None:
             make_evaluate = evaluator
         loop.run(FLAGS.config, FLAGS.workdir, make_evaluate=make_evaluate, stop_after=FLAGS.stop_after_steps,
                  allow_config_change=FLAGS.allow_config_change)
-    except (ConfigError, DatasetNotFoundError, loop.NonFiniteLossError, loop.WorkdirError) as err:
+    except (ConfigError, DatasetNotFoundError, loop.NonFiniteLossError, loop.WorkdirError,
+            CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
 

@@ -4,7 +4,10 @@ Layout of a workdir:
   checkpoints/<step>/   latest checkpoints (the last `keep` of them), each with the items
                         state (TrainState: params, batch_stats, opt_state, step, rng),
                         data  (the grain iterator state, one file per process),
-                        meta  (JSON: epoch, loop accumulators, best metric so far, input layout)
+                        meta  (JSON: epoch, loop accumulators, best metric so far, input layout,
+                               the state's checksum)
+  checkpoints_damaged/<step>/
+                        latest checkpoints found damaged on resume (set aside, with a warning)
   best/<step>/          the best checkpoint by `config.train.best_metric` (ties: the later one)
   variables/last, variables/best
                         {"params", "batch_stats"} + ModelConfig in the `tvilfm_jax.checkpoints`
@@ -18,26 +21,85 @@ the devices, so the next (donating) step can run while files are written.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
 import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
 from tvilfm_jax import checkpoints
 from tvilfm_jax.models.tvilfm import ModelConfig, add_backup
+from tvilfm_jax.training import mesh as mesh_lib
 from tvilfm_jax.training.config import architecture_differences
 from tvilfm_jax.training.state import TrainState
 
 LATEST_DIR = "checkpoints"
 BEST_DIR = "best"
 VARIABLES_DIR = "variables"
+DAMAGED_DIR = "checkpoints_damaged"
 ITEMS = ("state", "data", "meta")
+# meta key of `checksum(state)` at save time, verified on restore.
+CHECKSUM_KEY = "state_checksum"
+# orbax writes a step into <step>.orbax-checkpoint-tmp[-<time>] and renames it when complete.
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
+
+
+class CheckpointError(RuntimeError):
+    """A training checkpoint cannot be written or read back."""
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A training checkpoint is missing a part or does not read back."""
+
+
+class CheckpointSaveError(CheckpointError):
+    """Writing a training checkpoint failed (e.g. the disk is full)."""
+
+
+def _read_json(step: int, path: str) -> Any:
+    """A checkpoint's JSON file; DamagedCheckpointError naming it when it is missing or garbled."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        what = "is missing" if isinstance(err, FileNotFoundError) else f"does not read ({type(err).__name__}: {err})"
+        raise DamagedCheckpointError(f"checkpoint step {step}: {path} {what}") from err
+
+
+def _root_cause(err: BaseException) -> str:
+    """The first line of the innermost exception in err's chain, without tensorstore's spec dump
+    (tensorstore names the file or array there; orbax's wrappers do not)."""
+    while err.__cause__ is not None or err.__context__ is not None:
+        err = err.__cause__ or err.__context__
+    text = (str(err).strip().splitlines() or [""])[0].split(" [tensorstore_spec=")[0]
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+@jax.jit
+def checksum(tree: Any) -> jax.Array:
+    """uint32 []: the wrapping sum of every leaf's 32-bit words (a flipped bit changes it).
+
+    Integer sums are exact, so it is the same on any device count."""
+    def words(x):
+        x = jnp.asarray(x)
+        return jax.lax.bitcast_convert_type(x, jnp.uint32) if x.dtype.itemsize == 4 else x.astype(jnp.uint32)
+
+    return sum((jnp.sum(words(x), dtype=jnp.uint32) for x in jax.tree_util.tree_leaves(tree)), jnp.uint32(0))
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 class _FrozenIteratorState:
@@ -72,6 +134,7 @@ class TrainCheckpoints:
         self.workdir = os.path.abspath(workdir)
         self.latest = _manager(os.path.join(self.workdir, LATEST_DIR), keep, use_async)
         self._best: ocp.CheckpointManager | None = None
+        self._writing: int | None = None  # the step of a background save not yet known to be done
 
     @property
     def best(self) -> ocp.CheckpointManager:
@@ -88,70 +151,160 @@ class TrainCheckpoints:
         return ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=grain.checkpoint.CheckpointSave(_FrozenIteratorState(iterator_state)),
-            meta=ocp.args.JsonSave(dict(meta)),
+            meta=ocp.args.JsonSave({**meta, CHECKSUM_KEY: int(mesh_lib.to_host(checksum(state)))}),
         )
 
     def save(self, step: int, state: TrainState, iterator_state: Any, meta: Mapping[str, Any]) -> None:
         """Latest checkpoint at `step` (a no-op if this step is already saved)."""
         if step in self.latest.all_steps():
             return
-        self.latest.save(step, args=self._args(state, iterator_state, meta), force=True)
+        self.wait()  # orbax would wait too, raising an earlier save's error unexplained
+        self._writing = step
+        try:
+            self.latest.save(step, args=self._args(state, iterator_state, meta), force=True)
+        except Exception as err:
+            self._failed(self.latest, step, err)
+
+    def check(self) -> None:
+        """Raises CheckpointSaveError once a background save has failed; does not wait for one
+        in progress (call it every step: a failed save is reported at once, not at the next)."""
+        if self._writing is not None and not self.latest.is_saving_in_progress():
+            self.wait()
+
+    def wait(self) -> None:
+        """Waits for the background save; CheckpointSaveError if it failed."""
+        step, self._writing = self._writing, None
+        try:
+            self.latest.wait_until_finished()
+        except Exception as err:
+            self._failed(self.latest, step, err)
+
+    @staticmethod
+    def _failed(manager: ocp.CheckpointManager, step: int | None, err: Exception) -> None:
+        """Removes the failed save's temporary folder and raises CheckpointSaveError."""
+        directory = os.fspath(manager.directory)
+        if jax.process_index() == 0:
+            for tmp in glob.glob(os.path.join(glob.escape(directory), f"{step}{TMP_SUFFIX}*")):
+                shutil.rmtree(tmp, ignore_errors=True)
+        manager.reload()
+        last = manager.latest_step()
+        kept = (f"the previous checkpoint, step {last}, is intact" if last is not None
+                else "no earlier checkpoint exists")
+        raise CheckpointSaveError(f"saving checkpoint step {step} to {directory} failed ({_root_cause(err)}); "
+                                  f"{kept}; free disk space or fix the file system, then run again to resume"
+                                  ) from err
 
     def save_best(self, step: int, state: TrainState, iterator_state: Any, meta: Mapping[str, Any]) -> None:
         """Replaces the best checkpoint with this step's (kept if a resumed run saved it already:
         the re-run steps reproduce the same state)."""
         if step not in self.best.all_steps():
-            self.best.save(step, args=self._args(state, iterator_state, meta), force=True)
+            try:
+                self.best.save(step, args=self._args(state, iterator_state, meta), force=True)
+            except Exception as err:
+                self._failed(self.best, step, err)
 
-    def restore_meta(self) -> dict | None:
-        """The meta item of the newest latest checkpoint, None when there is none."""
-        step = self.latest.latest_step()
-        if step is None:
-            return None
-        return dict(self.latest.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+    def restore(self, abstract_state: TrainState) -> tuple[int, TrainState, dict]:
+        """(step, state, meta) of the newest intact latest checkpoint.
 
-    def restore(self, abstract_state: TrainState, iterator: grain.DatasetIterator | None) -> tuple[TrainState, dict]:
-        """(state, meta) of the newest latest checkpoint; sets `iterator`'s state when given.
+        A damaged newer step (a missing or unreadable part) is reported with a warning naming it
+        and moved to `<workdir>/checkpoints_damaged/`, so the resumed run writes that step again.
+        Raises DamagedCheckpointError when no step is intact.
 
         abstract_state: `jax.ShapeDtypeStruct`s with shardings (where the arrays go).
         """
-        step = self.latest.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {os.path.join(self.workdir, LATEST_DIR)}")
-        items = dict(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
-        if iterator is not None:
-            items["data"] = grain.checkpoint.CheckpointRestore(iterator)
-        restored = self.latest.restore(step, args=ocp.args.Composite(**items))
-        return restored["state"], dict(restored["meta"])
+        steps = sorted(self.latest.all_steps(), reverse=True)
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {self.latest.directory}")
+        damaged: list[tuple[int, str]] = []
+        for step in steps:
+            try:
+                meta = self._verify(step)
+                state = self._restore_item(step, "state", ocp.args.StandardRestore(abstract_state))
+                self._check_sum(step, state, meta)
+            except DamagedCheckpointError as err:
+                damaged.append((step, str(err)))
+                continue
+            for bad, problem in damaged:
+                self._set_aside(bad, step, problem)
+            return step, state, meta
+        raise DamagedCheckpointError(f"no intact checkpoint to resume from: {'; '.join(p for _, p in damaged)}; "
+                                     f"move {self.latest.directory} away to start the run afresh")
 
-    def wait(self) -> None:
-        self.latest.wait_until_finished()
+    def restore_input(self, step: int, iterator: grain.DatasetIterator) -> None:
+        """Sets `iterator` to its state in checkpoint `step` (verified by `restore`)."""
+        self._restore_item(step, "data", grain.checkpoint.CheckpointRestore(iterator))
+
+    def _step_dir(self, step: int) -> str:
+        return os.path.join(os.fspath(self.latest.directory), str(step))
+
+    def _verify(self, step: int) -> dict:
+        """Checks the parts of checkpoint `step` that orbax would not name when they are broken;
+        returns its meta."""
+        root = self._step_dir(step)
+        meta = _read_json(step, os.path.join(root, "meta", "metadata"))
+        stored = meta.get("input", {}).get("process_count", jax.process_count())
+        for i in range(stored):
+            _read_json(step, os.path.join(root, "data", f"process_{i}-of-{stored}.json"))
+        _read_json(step, os.path.join(root, "state", "_METADATA"))
+        return meta
+
+    def _check_sum(self, step: int, state: TrainState, meta: Mapping[str, Any]) -> None:
+        """Compressed data that decodes after damage (e.g. a flipped bit) reads back silently
+        wrong; the checksum saved in meta catches that (checkpoints written before it: skipped)."""
+        expected = meta.get(CHECKSUM_KEY)
+        found = int(mesh_lib.to_host(checksum(state)))
+        if expected is not None and found != expected:
+            raise DamagedCheckpointError(f"checkpoint step {step}: {os.path.join(self._step_dir(step), 'state')} "
+                                         f"does not hold what was saved (checksum {found}, saved {expected})")
+
+    def _restore_item(self, step: int, item: str, args: Any) -> Any:
+        try:
+            return self.latest.restore(step, args=ocp.args.Composite(**{item: args}))[item]
+        except Exception as err:  # orbax / tensorstore / grain errors seldom name the file
+            raise DamagedCheckpointError(f"checkpoint step {step}: {os.path.join(self._step_dir(step), item)} "
+                                         f"does not restore ({_root_cause(err)})") from err
+
+    def _set_aside(self, step: int, resumed: int, problem: str) -> None:
+        """Warns about damaged step `step` and moves it out of the manager's folder."""
+        aside = os.path.join(self.workdir, DAMAGED_DIR)
+        logging.warning("%s; resuming from step %d instead, and moving step %d to %s", problem, resumed, step, aside)
+        if jax.process_index() == 0:
+            os.makedirs(aside, exist_ok=True)
+            target = os.path.join(aside, str(step))
+            if os.path.exists(target):
+                shutil.rmtree(target)
+            os.replace(self._step_dir(step), target)
+        _sync(f"set aside checkpoint {step}")
+        self.latest.reload()
 
     def close(self) -> None:
-        self.latest.close()
-        if self._best is not None:
-            self._best.close()
+        """Waits for a background save and closes; a failed save is logged (`wait` raises it)."""
+        for manager in (self.latest, self._best):
+            try:
+                if manager is not None:
+                    manager.close()
+            except Exception as err:  # already raised by wait/check, or the run is failing anyway
+                logging.error("closing the checkpoints in %s: %s", manager.directory, _root_cause(err))
 
 
 def export_variables(directory: str, state: TrainState, config: ModelConfig) -> str:
     """Writes state's {"params", "batch_stats"} + `config` in the `tvilfm_jax.checkpoints` layout.
 
     Collective: every process calls it with the replicated global arrays; process 0 writes the
-    config file. Replaces an earlier export in `directory`.
+    files. Replaces an earlier export in `directory`. The arrays are written as host numpy (no
+    sharding recorded), so the export loads on any device count.
     """
     directory = os.path.abspath(directory)
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(directory, checkpoints.VARIABLES_DIR), state.variables(), force=True)
+    checkpointer.save(os.path.join(directory, checkpoints.VARIABLES_DIR), mesh_lib.to_host(state.variables()),
+                      force=True)
     checkpointer.wait_until_finished()
     if jax.process_index() == 0:
         tmp = os.path.join(directory, checkpoints.CONFIG_FILE + ".tmp")
         with open(tmp, "w") as f:
             f.write(config.to_json())
         os.replace(tmp, os.path.join(directory, checkpoints.CONFIG_FILE))
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(f"export_variables {directory}")
+    _sync(f"export_variables {directory}")
     return directory
 
 

@@ -5,9 +5,10 @@
 
 One jitted, state-donating step per global batch over the `data` mesh. Metrics of step s are
 fetched after step s+1 has been dispatched, so the host never stalls the device; they are
-checked before anything is saved: a non-finite loss raises `NonFiniteLossError` and no state
-after the last finite step is ever written. Checkpoints: every `checkpoint_every_steps` steps,
-at every epoch end and at the end (see checkpointing.py). Evaluation: a caller-supplied
+checked before anything is saved: a non-finite loss, or a step that leaves any inf/NaN in the
+parameters, optimizer state or BN statistics, raises `NonFiniteLossError`, and no state after
+the last finite one is ever written (latest or best checkpoint, or export). Checkpoints: every
+`checkpoint_every_steps` steps, at every epoch end and at the end (see checkpointing.py). Evaluation: a caller-supplied
 `evaluate_fn(state) -> dict` after the epochs SPEC §6.7 names; a result holding
 `config.train.best_metric` that is >= the best so far replaces the best checkpoint (and says so,
 naming the metric).
@@ -60,7 +61,7 @@ EvaluateFn = Callable[[TrainState], Mapping[str, float]]
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became inf/NaN; the run stopped without saving the bad state."""
+    """The loss or the training state became inf/NaN; the run stopped without saving the bad state."""
 
 
 class WorkdirError(RuntimeError):
@@ -294,12 +295,12 @@ def _train(exp: Experiment, workdir: str, initial: dict | None, change: dict | N
     num_epochs, spe, total = tcfg.num_epochs, exp.steps_per_epoch, exp.total_steps
     meta: dict = {}
     if ckpts.latest_step() is not None:
-        stored = ckpts.restore_meta()
-        same_layout = stored.get("input") == layout
-        start = int(stored["step"])
+        start, state, meta = ckpts.restore(_abstract_state(exp))
+        same_layout = meta.get("input") == layout
         iterator = make_iterator(exp.batches.dataset(num_epochs, start_step=0 if same_layout else start),
                                  num_workers=cfg.data.num_workers, prefetch=cfg.data.prefetch)
-        state, meta = ckpts.restore(_abstract_state(exp), iterator if same_layout else None)
+        if same_layout:
+            ckpts.restore_input(start, iterator)
         say(f"resumed {workdir} at step {start} (epoch {start // spe})"
             + ("" if same_layout else "; the input layout changed, so the input restarts at that step"))
     else:
@@ -328,18 +329,22 @@ def _train(exp: Experiment, workdir: str, initial: dict | None, change: dict | N
     pending: list[tuple[int, dict]] = []
 
     def absorb() -> None:
-        """Fetches the metrics of dispatched steps; raises on a non-finite loss."""
+        """Fetches the metrics of dispatched steps; raises on a non-finite loss or state."""
         while pending:
             done_step, device_metrics = pending.pop(0)
-            metrics = {k: float(v) for k, v in mesh_lib.to_host(device_metrics).items()}
-            if not math.isfinite(metrics["loss"]):
+            metrics = mesh_lib.to_host(device_metrics)
+            state_finite = bool(metrics.pop("state_finite"))
+            metrics = {k: float(v) for k, v in metrics.items()}
+            if not (math.isfinite(metrics["loss"]) and state_finite):
                 ckpts.wait()
                 last = ckpts.latest_step()
                 kept = (f"The last good checkpoint, step {last}, stays in "
                         f"{os.path.join(workdir, checkpointing.LATEST_DIR)}" if last is not None
                         else "No checkpoint was written yet")
+                what = (f"loss is {metrics['loss']}" if not math.isfinite(metrics["loss"]) else
+                        f"the parameters, optimizer state or BN statistics are inf/NaN (loss {metrics['loss']})")
                 raise NonFiniteLossError(
-                    f"loss is {metrics['loss']} at step {done_step} (epoch {(done_step - 1) // spe}; "
+                    f"{what} at step {done_step} (epoch {(done_step - 1) // spe}; "
                     f"id {metrics['id']}, wrt {metrics['wrt']}); stopped. {kept}; lower the learning rates "
                     f"(resuming with them needs --allow_config_change) or check the input and initial weights "
                     f"before running again.")
@@ -356,6 +361,7 @@ def _train(exp: Experiment, workdir: str, initial: dict | None, change: dict | N
             batch = mesh_lib.put_batch(next(iterator), exp.mesh)
             state, metrics = step_fn(state, batch)
             absorb()  # the previous step's, while this one runs
+            ckpts.check()  # a failed background save stops the run now, not at the next save
             done = step + 1
             pending.append((done, metrics))
             epoch = step // spe

@@ -8,7 +8,9 @@ logits) + WRT(X), in fp32 whatever the compute dtype (SPEC §4.3).
 
 Which parameters move is decided by the optimizer's labels (frozen groups get zero updates, so
 no decay either); the step itself differentiates the loss w.r.t. all params. Metrics are scalars
-averaged over the global batch: loss, id, wrt, acc, lr (the lr of the stage's main group).
+averaged over the global batch: loss, id, wrt, acc, lr (the lr of the stage's main group), and
+`state_finite` (bool: every float of the new state is finite; the loop checks it before it saves,
+since an exploding step can leave a finite loss but inf/NaN parameters or moments).
 
 The batch is a dict of global arrays (B = P*K rows per modality, see data/pipeline.py); under a
 mesh the rows are sharded and every reduction (BN statistics, WRT's pairwise distances, the
@@ -52,6 +54,12 @@ def _forward(model: TVILFM, variables: dict, batch: Batch, stage: str, recipe: s
     return feats, logits, labels, updates["batch_stats"]
 
 
+def all_finite(tree) -> jax.Array:
+    """bool []: every floating-point leaf of `tree` is finite."""
+    checks = [jnp.isfinite(x).all() for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.stack(checks).all() if checks else jnp.asarray(True)
+
+
 StepFn = Callable[[TrainState, Batch], tuple[TrainState, Metrics]]
 
 
@@ -84,7 +92,8 @@ def make_train_step(model: TVILFM, tx: optax.GradientTransformation, stage: str,
             opt_state=opt_state,
             rng=jax.random.key_data(rng),
         )
-        metrics = {"loss": loss, **aux, "lr": jnp.asarray(lr_fn(state.step), jnp.float32)}
+        metrics = {"loss": loss, **aux, "lr": jnp.asarray(lr_fn(state.step), jnp.float32),
+                   "state_finite": all_finite((new_state.params, new_state.batch_stats, new_state.opt_state))}
         return new_state, metrics
 
     return train_step
