@@ -139,7 +139,7 @@ def _reference_pipelines():
                     return img
             return img
 
-    class ChannelExchange:  # gray=2, with the 0.5 skip of SPEC §5.5
+    class ChannelExchange:  # gray=2, with the 0.5 skip of docs/original.md §5.5
         def __call__(self, img):
             if random.uniform(0, 1) < 0.5:
                 return img

@@ -103,7 +103,7 @@ class Sizes:
 
 
 PRESETS = {
-    # The paper's network and batch (SPEC §2): ResNet-50, CLIP RN50 text tower, 8x4 per modality.
+    # The paper's network and batch (docs/original.md §2): ResNet-50, CLIP RN50 text tower, 8x4 per modality.
     "full": Sizes(8, 4, (288, 144), (3, 4, 6, 3), 64, 512, 12, 8, 395, eval_images=2048, eval_batch=128,
                   metrics="paper", input_batches=10, repeats=20, aux_repeats=5, warmup=3),
     # A 2-core CPU: the same network at one bottleneck per layer and width 32 (D = 1024), a 2-layer
@@ -119,7 +119,7 @@ PRESETS = {
 
 
 def load_optim_config(stage: str):
-    """The `optim` section of configs/common.py (SPEC §2 defaults); loaded by path as configs are."""
+    """The `optim` section of configs/common.py (docs/original.md §2 defaults); loaded by path as configs are."""
     spec = importlib.util.spec_from_file_location("tvilfm_configs_common", REPO / "configs" / "common.py")
     common = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(common)

@@ -5,22 +5,22 @@ test_conversion.py, test_losses.py, test_optim.py import it as `from benchmarks 
 torch_reference`).
 
 Built from the same `ModelConfig` as the JAX model, with the official `CLIP2ReID` state-dict
-layout (SPEC §1.9), so `tvilfm_jax.conversion.official.convert_official` turns its weights into
+layout (docs/original.md §1.9), so `tvilfm_jax.conversion.official.convert_official` turns its weights into
 the JAX model's variables and both sides start from identical parameters:
 
-  base_model.visual.{rgb_model,ir_model}.resnet_conv.{0: conv7x7, 1: BN}   stems (no ReLU, SPEC §1.2)
+  base_model.visual.{rgb_model,ir_model}.resnet_conv.{0: conv7x7, 1: BN}   stems (no ReLU, docs/original.md §1.2)
   base_model.visual.shared_model.resnet_conv.{0..3}   torchvision v1.5 bottleneck layers, last stride 1
   base_model.visual.GEM.p                             GeM exponent (init 3)
   base_model.{token_embedding, positional_embedding, transformer.resblocks.*, ln_final, text_projection}
   classifier.{BN, classifier}                          BN-neck + bias-free Linear (N(0, 0.001))
-  logit_scale                                          unused by any loss (SPEC §1.8), kept for the layout
-  backup_pool.p, backup_classifier.*                   only with `config.backup` (stage 2, SPEC §1.7)
+  logit_scale                                          unused by the losses (docs/original.md §1.8); layout only
+  backup_pool.p, backup_classifier.*                   only with `config.backup` (stage 2, docs/original.md §1.7)
 
 `DualResNet.from_torchvision` builds the visual encoder from a torchvision-layout ResNet the way
 the original does (`torchvision_resnet`, `torchvision_resnet50_last_stride1`), for the tests of
 `convert_torchvision_resnet`.
 
-Math follows SPEC §3-4 and the JAX port exactly: stage 1 = CE + WRT over [rgb1; rgb2; ir]; stage 2
+Math follows docs/original.md §3-4 and the JAX port exactly: stage 1 = CE + WRT over [rgb1; rgb2; ir]; stage 2
 = CE + WRT over [rgb1; rgb2; ir; ir + t - t_ir; t] with the visual encoder under no_grad but in
 train mode (its BN statistics drift, the "paper" recipe). Two deliberate differences from the
 original's code, both mathematically neutral, keep the comparison framework-against-framework:
@@ -29,8 +29,8 @@ applied to the EOT rows only (the original projects all 77 tokens, ~3 % more tex
 picks EOT). `wrt_loss` uses a stable softplus; `wrt_loss_original_overflowing` keeps the
 original's SoftMarginLoss, which overflows to inf past a margin of ~88.
 
-The optimizer is Adam with coupled L2 decay (torch.optim.Adam's `weight_decay`) with the SPEC
-§4.5 name rules, grouped by (lr, wd) rather than one group per parameter as the original does
+The optimizer is Adam with coupled L2 decay (torch.optim.Adam's `weight_decay`) with the
+docs/original.md §4.5 name rules, grouped by (lr, wd) rather than one group per parameter as the original does
 (fewer groups let PyTorch batch its Adam kernels: a stronger baseline). Frozen parameters have
 `requires_grad=False` and are not given to the optimizer, like Adam skipping grad-less params.
 Images are NCHW float tensors (normalised); token ids int64 [N, 77].
@@ -130,7 +130,7 @@ class DualResNet(nn.Module):
 
     `forward(rgb, ir)` -> GeM features [Nr+Ni, D] fp32; `feature_map(rgb, ir)` -> the body's map
     [Nr+Ni, D, H/16, W/16]. Either input may be None; the body runs once on the concatenation
-    ("1/3" routing, SPEC §3.2), so its BN statistics in train mode cover both modalities.
+    ("1/3" routing, docs/original.md §3.2), so its BN statistics in train mode cover both modalities.
     Build with `random(blocks, width)` or `from_torchvision(resnet)`.
     """
 
@@ -266,7 +266,8 @@ class TorchTVILFM(nn.Module):
         self.base_model = BaseModel(config)
         self.classifier = Classifier(config.embed_dim, config.num_classes)
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))), requires_grad=False)
-        if config.backup:  # stage 2 under Fix_Visual: frozen copies of the stage-1 GeM and neck (SPEC §1.7)
+        # Stage 2 under Fix_Visual: frozen copies of the stage-1 GeM and neck (docs/original.md §1.7).
+        if config.backup:
             self.backup_pool = copy.deepcopy(self.base_model.visual.GEM)
             self.backup_classifier = copy.deepcopy(self.classifier)
 
@@ -292,7 +293,7 @@ class TorchTVILFM(nn.Module):
 
     @torch.no_grad()
     def eval_embeddings(self, rgb, ir, text_rgb, text_ir):
-        """SPEC §6.2-6.3 with Fix_Visual + Feat_Filter + CAT_EVAL, in eval mode.
+        """docs/original.md §6.2-6.3 with Fix_Visual + Feat_Filter + CAT_EVAL, in eval mode.
 
         rgb, ir [N,3,H,W]; captions [N,77] -> (gallery {"current", "ir"}, query {"ir", "text",
         "fusion", "mer"}), each [N, D]. "ir" goes through the backups where the model has them.
@@ -318,7 +319,7 @@ def state_dict_numpy(model: nn.Module) -> dict[str, np.ndarray]:
 
 
 def _wrt_margins(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """SPEC §4.2 in fp32: [N, D], [N] -> (softmax-weighted furthest positive, closest negative) [N].
+    """docs/original.md §4.2 in fp32: [N, D], [N] -> (softmax-weighted furthest positive, closest negative) [N].
 
     The same numbers as the original's masked-softmax helper: its positive shift is the row
     maximum of the masked distances, and its shift of the negatives is always 0.
@@ -345,14 +346,14 @@ def wrt_loss(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def wrt_loss_original_overflowing(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The original's ending, SoftMarginLoss(d- - d+, 1) = mean log(1 + exp(d+ - d-)): inf in
-    fp32 once d+ - d- passes ~88 (SPEC §10). Otherwise equal to `wrt_loss`."""
+    fp32 once d+ - d- passes ~88 (docs/original.md §10). Otherwise equal to `wrt_loss`."""
     furthest_positive, closest_negative = _wrt_margins(x, labels)
     target = torch.ones_like(furthest_positive)
     return nn.SoftMarginLoss()(closest_negative - furthest_positive, target)
 
 
 def total_loss(feats: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """CE(logits) + WRT(pre-BN features), both fp32 (SPEC §4.3)."""
+    """CE(logits) + WRT(pre-BN features), both fp32 (docs/original.md §4.3)."""
     return F.cross_entropy(logits.float(), labels) + wrt_loss(feats, labels)
 
 
@@ -360,7 +361,7 @@ def total_loss(feats: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) 
 
 
 def param_group(name: str, optim: Any, stage: str) -> tuple[float, float] | None:
-    """(lr, wd) of a parameter by the original's name rules (SPEC §4.5); None if frozen."""
+    """(lr, wd) of a parameter by the original's name rules (docs/original.md §4.5); None if frozen."""
     trained = ("base_model.visual", "classifier") if stage == "base" else ("base_model.transformer",
                                                                            "base_model.token_embedding",
                                                                            "base_model.positional_embedding",

@@ -1,4 +1,4 @@
-"""Defaults shared by every experiment config (SPEC §2), and the helpers the dataset configs use.
+"""Defaults shared by every experiment config (docs/original.md §2), and the helpers the dataset configs use.
 
 A dataset config (sysu.py, regdb.py, llcm.py, synthetic.py) builds on `base_config()`, applies
 its per-dataset overrides with `stage_overrides`, and returns `finalize(config)`: the tree is
@@ -11,7 +11,7 @@ The tree (what each key does is documented where it is defined below):
   stage, recipe, seed
   data     TFDS dataset, batch shape (P identities x K images), augmentation, input workers
   model    network size and compute dtype (num_classes comes from the dataset)
-  optim    SPEC §4.5-4.6 parameter groups and schedule (read by tvilfm_jax.optim)
+  optim    docs/original.md §4.5-4.6 parameter groups and schedule (read by tvilfm_jax.optim)
   train    epochs, logging / checkpoint / evaluation cadence
   init     the checkpoint a run starts from
 """
@@ -49,11 +49,12 @@ def parse_arg(arg: str | None, defaults: dict) -> dict:
 
 
 def base_config(stage: str = "base", recipe: str = "paper") -> ml_collections.ConfigDict:
-    """The original's defaults (SPEC §2) at full size: ResNet-50 + CLIP RN50 text tower."""
+    """The original's defaults (docs/original.md §2) at full size: ResNet-50 + CLIP RN50 text tower."""
     c = ml_collections.ConfigDict()
-    # "base": stage 1 (RGB_IR, SPEC §3.3). "tvilfm": stage 2 (RGB_IR_Text, SFF + MJL, visual frozen, §3.4).
+    # "base": stage 1 (RGB_IR, docs/original.md §3.3). "tvilfm": stage 2 (RGB_IR_Text, SFF + MJL,
+    # visual frozen, §3.4).
     c.stage = stage
-    # "paper": the original's behaviour incl. its silent quirks (SPEC §10.2: lr grouping by name,
+    # "paper": the original's behaviour incl. its silent quirks (docs/original.md §10.2: lr grouping by name,
     # drifting frozen visual BN statistics). "clean": those fixed.
     c.recipe = recipe
     # Seeds the model initialisation and every random draw of the input pipeline.
@@ -69,12 +70,12 @@ def base_config(stage: str = "base", recipe: str = "paper") -> ml_collections.Co
     c.data.build_synthetic = False
     # (H, W) of training images; stored 288x144 records are Lanczos-resized at load otherwise.
     c.data.image_size = (288, 144)
-    # Zero pad before the training random crop, in pixels at image_size (SPEC §5.5: 10).
+    # Zero pad before the training random crop, in pixels at image_size (docs/original.md §5.5: 10).
     c.data.crop_padding = 10
     # P identities x K images per modality make one global batch (B = 32).
     c.data.ids_per_batch = 8
     c.data.images_per_id = 4
-    # Stage 2: each caption is replaced by its LLM rephrase with this probability (SPEC §5.3).
+    # Stage 2: each caption is replaced by its LLM rephrase with this probability (docs/original.md §5.3).
     c.data.llm_aug = True
     c.data.llm_aug_prob = 0.5
     # grain worker processes per host (0: in the training process) and batches read ahead.
@@ -121,11 +122,11 @@ def base_config(stage: str = "base", recipe: str = "paper") -> ml_collections.Co
     # How many latest checkpoints to keep (the best one is kept apart).
     c.train.keep_checkpoints = 2
     # Evaluation after epoch e (0-based) when e + 1 >= eval_start_epoch and (e + 1) % eval_every_epochs
-    # == 0 (SPEC §6.7); the best checkpoint is the one with the highest `best_metric` (ties: later),
+    # == 0 (docs/original.md §6.7); the best checkpoint is the one with the highest `best_metric` (ties: later),
     # a key of the evaluation's metrics: "<modality>/<R1|R5|R10|R20|mAP|mINP>" of the main protocol,
     # or "rank1" = R1 of its primary modality (MER if scored, else Fusion, Text, IR). The paper
     # selects stage 1 by IR R1 (the only modality scored) and stage 2 by Fusion R1 (the official
-    # script tests --test_modality Fusion without --CAT_EVAL, SPEC §7), so "paper" does too.
+    # script tests --test_modality Fusion without --CAT_EVAL, docs/original.md §7), so "paper" does too.
     c.train.eval_every_epochs = 2
     c.train.eval_start_epoch = 80
     c.train.best_metric = "fusion/R1" if stage == "tvilfm" and recipe == "paper" else "rank1"
@@ -167,7 +168,7 @@ def base_config(stage: str = "base", recipe: str = "paper") -> ml_collections.Co
 
 
 def sysu_llcm_stage2(c: ml_collections.ConfigDict) -> None:
-    """The SYSU and LLCM stage-2 script flags (SPEC §2): lr_txt 3.5e-4, text bias decay 5e-4,
+    """The SYSU and LLCM stage-2 script flags (docs/original.md §2): lr_txt 3.5e-4, text bias decay 5e-4,
     evaluation from the first epochs (text_weight_decay is also set there, but never read)."""
     c.optim.lr_txt = 3.5e-4
     c.optim.text_weight_decay_bias = 5e-4

@@ -1,4 +1,4 @@
-"""LLCM (SPEC §2): `--config configs/llcm.py[:stage=base|tvilfm][,recipe=paper|clean]`.
+"""LLCM (docs/original.md §2): `--config configs/llcm.py[:stage=base|tvilfm][,recipe=paper|clean]`.
 
 Reads the TFDS dataset `llcm` (`tfds build tfds_builders/llcm --manual_dir <root>`). The
 overrides are SYSU's: defaults in stage 1; text lr 3.5e-4, text bias decay 5e-4 and evaluation

@@ -1,4 +1,4 @@
-"""RegDB (SPEC §2): `--config configs/regdb.py[:stage=base|tvilfm][,trial=1..10][,recipe=...]`.
+"""RegDB (docs/original.md §2): `--config configs/regdb.py[:stage=base|tvilfm][,trial=1..10][,recipe=...]`.
 
 One run per split: reads the TFDS dataset `regdb/trial<N>` (`tfds build tfds_builders/regdb
 --manual_dir <root>`). Both stages use lr_visual 2e-3; stage 2 keeps lr_txt 1e-5, no text

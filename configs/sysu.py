@@ -1,4 +1,4 @@
-"""SYSU-MM01 (SPEC §2): `--config configs/sysu.py[:stage=base|tvilfm][,recipe=paper|clean]`.
+"""SYSU-MM01 (docs/original.md §2): `--config configs/sysu.py[:stage=base|tvilfm][,recipe=paper|clean]`.
 
 Reads the TFDS dataset `sysu_mm01` (`tfds build tfds_builders/sysu_mm01 --manual_dir <root>`).
 Stage 1 should start from converted ImageNet/CLIP weights (`--config.init.checkpoint=...` from

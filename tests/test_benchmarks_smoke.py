@@ -63,7 +63,7 @@ def test_optimizer_groups_follow_the_stage():
     assert not any(n.startswith("base_model.visual") for n in trained)
     assert "base_model.token_embedding.weight" in trained and "classifier.BN.bias" in trained
     lrs = {g["lr"] for g in opt.param_groups}
-    # Paper quirk (SPEC §4.5): embeddings train at lr_visual, blocks at lr_txt, neck at 2 x lr_visual.
+    # Paper quirk (docs/original.md §4.5): embeddings train at lr_visual, blocks at lr_txt, neck at 2 x lr_visual.
     assert {optim_cfg.lr_visual, optim_cfg.lr_txt, 2 * optim_cfg.lr_visual} <= lrs
 
 

@@ -1,8 +1,8 @@
 """PyTorch -> Flax conversion (torchvision ResNet, official TVI-LFM checkpoints), checkpoints, CLI.
 
 The official layout comes from the shared PyTorch reference (`benchmarks.torch_reference`, the
-original's attribute names, SPEC §1.9) with random weights and a tiny configuration, and the
-converted model's eval embeddings are checked against its PyTorch computation of SPEC §6.2-6.3.
+original's attribute names, docs/original.md §1.9) with random weights and a tiny configuration, and the
+converted model's eval embeddings are checked against its PyTorch computation of docs/original.md §6.2-6.3.
 """
 
 import json

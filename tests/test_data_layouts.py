@@ -1,6 +1,6 @@
-"""Layout readers and validation on tiny fixture trees of the three datasets (SPEC §5, §9).
+"""Layout readers and validation on tiny fixture trees of the three datasets (docs/original.md §5, §9).
 
-The trees are built here, file by file, from the formats SPEC §5.1-5.3 and §9 describe; each
+The trees are built here, file by file, from the formats docs/original.md §5.1-5.3 and §9 describe; each
 caption names its image so that alignment can be checked.
 """
 

@@ -1,4 +1,4 @@
-"""The synthetic tri-modal dataset: real on-disk layouts (SPEC §5.1-5.3, §9), captions that agree
+"""The synthetic tri-modal dataset: real on-disk layouts (docs/original.md §5.1-5.3, §9), captions that agree
 with the drawn people, infrared that hides colour, determinism per seed."""
 
 from __future__ import annotations
@@ -95,13 +95,14 @@ def test_sysu_layout_and_splits(trees):
         assert cams & {1, 4, 5} and cams & {3, 6}, (pid, cams)
     assert sum(f[3] in "1245" and int(f[5:9]) in test for f in images) == summary["counts"]["test_rgb"]
     check_image(root / images[0], (288, 144))
-    # SPEC §5.1: cam at -15, pid at -13..-9 of a runtime path.
+    # docs/original.md §5.1: cam at -15, pid at -13..-9 of a runtime path.
     path = "datasets/sysu/" + images[0]
     assert path[-15] == images[0][3] and int(path[-13:-9]) == int(images[0][5:9])
 
 
 def sysu_train_order(root, ids, cams):
-    """SPEC §5.2, rebuilt from the listing: ids sorted as padded strings, cams in order, files sorted."""
+    """docs/original.md §5.2, rebuilt from the listing: ids sorted as padded strings, cams in order,
+    files sorted."""
     out = []
     for pid in sorted(f"{p:04d}" for p in ids):
         for cam in cams:
@@ -180,7 +181,7 @@ def test_regdb_layout_and_idx_files(trees):
 
 
 def check_caption_dicts(root, prefix, rgb_dir, ir_dir, id_of):
-    """The RegDB-style Text/ set: keys prefix + every image path, formats as SPEC §9.1."""
+    """The RegDB-style Text/ set: keys prefix + every image path, formats as docs/original.md §9.1."""
     files = files_under(root)
     for mod, folder in (("RGB", rgb_dir), ("IR", ir_dir)):
         plain = load_json(root, f"Text/Blip_{mod}/caption_dict_Blip_{mod}.json")
@@ -234,7 +235,7 @@ def test_llcm_layout_twins_and_idx(trees):
         for f in test_files:
             m = re.fullmatch(rf"test_{modality}/cam(\d)/(\d{{4}})/(.+\.jpg)", f)
             assert m and int(m[1]) in cams and int(m[2]) in test_ids, f
-            # SPEC §5.1 camera/pid parsing: split on "cam".
+            # docs/original.md §5.1 camera/pid parsing: split on "cam".
             after = ("datasets/llcm/" + f).split("cam")[1]
             assert int(after[0]) == int(m[1]) and int(after[2:6]) == int(m[2])
             twin = root / modality / m[2] / m[3]

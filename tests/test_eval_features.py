@@ -125,7 +125,7 @@ def test_embeddings_and_scores_match_the_model(model_and_variables, images):
     # ... which equals the model's un-renormalised summed query against the current gallery.
     _close(sims["mer"], q_ref["mer"] @ g_ref["current"].T)
     _close(sims["ir"], q_ref["ir"] @ g_ref["ir"].T)
-    # The swapped direction scores G Q^T; "paper" pairs current RGB with backup IR (SPEC §6.5).
+    # The swapped direction scores G Q^T; "paper" pairs current RGB with backup IR (docs/original.md §6.5).
     swapped = scoring._score_trial(PROTOCOLS["regdb-v2t"], ("ir", "fusion"), "paper", g, q)
     _close(swapped["fusion"], g["current"] @ q["fusion"].T)
     _close(swapped["ir"], g["current"] @ q["ir"].T)

@@ -1,4 +1,4 @@
-"""The colour filter applied to LLM-rephrased IR captions (SPEC §8.3): a table of inputs and
+"""The colour filter applied to LLM-rephrased IR captions (docs/original.md §8.3): a table of inputs and
 the exact outputs, the words that must stay, and the file mode of the CLI."""
 
 from __future__ import annotations

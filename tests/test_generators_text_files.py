@@ -1,4 +1,4 @@
-"""The Text/ file set each layout gets (SPEC §5.3, §9), checked file by file, and read back by
+"""The Text/ file set each layout gets (docs/original.md §5.3, §9), checked file by file, and read back by
 the project's layout readers. Texts here are made up; the models are tested elsewhere."""
 
 from __future__ import annotations

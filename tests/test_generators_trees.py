@@ -95,7 +95,7 @@ def write_tiny_tree(root: str, layout: str, seed: int = 0) -> str:
             for cam in nir_cams:
                 name = f"{pid:04d}_c{cam:02d}_s2_f0_nir.jpg"
                 _image(f"{root}/test_nir/cam{cam}/{pid:04d}/{name}", rng)
-                # The original keys a query's caption at this twin (SPEC §5.1).
+                # The original keys a query's caption at this twin (docs/original.md §5.1).
                 _image(f"{root}/nir/{pid:04d}/{name}", rng)
     else:
         raise ValueError(layout)
@@ -105,7 +105,7 @@ def write_tiny_tree(root: str, layout: str, seed: int = 0) -> str:
 def test_sysu_images_follow_the_preprocessing_order(tmp_path):
     images = list_images(write_tiny_tree(str(tmp_path), "sysu"), "sysu")
     rgb_train = [e.path for e in images.train_entries("RGB")]
-    # ids sorted, then cameras 1, 2, 4, 5, then sorted files (SPEC §5.2).
+    # ids sorted, then cameras 1, 2, 4, 5, then sorted files (docs/original.md §5.2).
     assert rgb_train == ["cam1/0001/0001.jpg", "cam1/0001/0002.jpg", "cam4/0001/0001.jpg",
                          "cam2/0002/0001.jpg", "cam5/0002/0001.jpg", "cam1/0003/0001.jpg"]
     assert [e.path for e in images.train_entries("IR")] == [
@@ -158,7 +158,7 @@ def test_bad_trees_fail_naming_the_file(tmp_path):
 
 @pytest.mark.parametrize("layout", ["sysu", "regdb", "llcm"])
 def test_image_sets_agree_with_the_synthetic_writer(tmp_path, layout):
-    # Two independent readings of SPEC §5/§9: the synthetic writer's Text/ files and ours.
+    # Two independent readings of docs/original.md §5/§9: the synthetic writer's Text/ files and ours.
     root = str(tmp_path)
     write_tree(root, layout, **TINY[layout])
     images = list_images(root, layout)

@@ -1,4 +1,4 @@
-"""CE and WRT against a PyTorch computation of SPEC §4.1-4.2 on random features/labels."""
+"""CE and WRT against a PyTorch computation of docs/original.md §4.1-4.2 on random features/labels."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Optimizer groups (SPEC §4.5), frozen parts and the per-epoch schedule (SPEC §4.6).
+"""Optimizer groups (docs/original.md §4.5), frozen parts and the per-epoch schedule (docs/original.md §4.6).
 
 The group test maps every Flax parameter back to the original's state_dict name (by pushing a
 state_dict of unique constants through the official converter) and applies the original's
@@ -35,7 +35,7 @@ def optim_config(**overrides):
 
 def original_names(c: ModelConfig) -> dict[tuple, str]:
     """Flax param path -> the original's parameter name: every key of the PyTorch reference's
-    state_dict (the official layout, SPEC §1.9) filled with its own index, then converted."""
+    state_dict (the official layout, docs/original.md §1.9) filled with its own index, then converted."""
     keys = [(k, tuple(v.shape)) for k, v in tref.TorchTVILFM(c).state_dict().items()]
     tensors = {k: np.full(shape, i, np.float32) for i, (k, shape) in enumerate(keys)}
     params = convert_official(tensors, c)["params"]

@@ -1,4 +1,4 @@
-"""Test protocols (SPEC §6.4-6.6): query lists and trial galleries equal the original's loops."""
+"""Test protocols (docs/original.md §6.4-6.6): query lists and trial galleries equal the original's loops."""
 
 import os
 import random

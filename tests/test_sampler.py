@@ -1,4 +1,4 @@
-"""Identity sampler (SPEC §5.6): batch structure, alignment, epoch length, determinism, hosts."""
+"""Identity sampler (docs/original.md §5.6): batch structure, alignment, epoch length, determinism, hosts."""
 
 import numpy as np
 import pytest

@@ -63,7 +63,7 @@ def _rec(path, pid, label, cam, caption, rephrase=""):
 
 
 def expected_sysu(root):
-    """SPEC §5.2 order; captions from the aligned .npy arrays; test captions keyed by prefix + path."""
+    """docs/original.md §5.2 order; captions from the aligned .npy arrays; test captions keyed by prefix + path."""
     train_ids = sorted(_ids(root / "exp/train_id.txt") + _ids(root / "exp/val_id.txt"))
     test_ids = sorted(_ids(root / "exp/test_id.txt"))
 

@@ -3,7 +3,7 @@
 The reference is OpenAI's Python code and vocabulary file, shipped by the `openai-clip` package
 (test extra); nothing here shares code or data with `instant-clip-tokenizer`. The package's
 `clip/__init__.py` needs `pkg_resources` and torch, so only `clip/simple_tokenizer.py` is loaded,
-by path. It is then given the IRRA changes of SPEC §5.4 (`<|mask|>` in the pattern and the
+by path. It is then given the IRRA changes of docs/original.md §5.4 (`<|mask|>` in the pattern and the
 vocabulary as 49405) and the IRRA truncation rule.
 """
 

@@ -30,7 +30,7 @@ def test_every_config_loads_and_validates(name, stage):
     c = load(f"{name}.py:stage={stage}", "--config.init.checkpoint=/some/base")
     assert c.stage == stage and c.recipe == "paper"
     train_config.validate(c)
-    # The SPEC §2 defaults every dataset shares.
+    # The docs/original.md §2 defaults every dataset shares.
     assert (c.optim.adam_b1, c.optim.adam_b2, c.optim.adam_eps) == (0.9, 0.999, 1e-8)
     assert c.optim.visual_weight_decay == 5e-4 and c.optim.classifier_lr_factor == 2.0
     if name != "synthetic":
@@ -42,7 +42,7 @@ def test_every_config_loads_and_validates(name, stage):
 
 
 def test_per_dataset_overrides_follow_the_scripts():
-    """SPEC §2 script flags, stage by stage."""
+    """docs/original.md §2 script flags, stage by stage."""
     sysu1, sysu2 = load("sysu.py"), load("sysu.py:stage=tvilfm")
     assert (sysu1.optim.lr_visual, sysu1.optim.lr_txt, sysu1.train.eval_start_epoch) == (3.5e-4, 1e-5, 80)
     assert (sysu2.optim.lr_visual, sysu2.optim.lr_txt, sysu2.optim.text_weight_decay_bias) == (3.5e-4, 3.5e-4, 5e-4)

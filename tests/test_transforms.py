@@ -1,4 +1,4 @@
-"""Training augmentations (SPEC §5.5): exact deterministic parts, geometry, and statistics."""
+"""Training augmentations (docs/original.md §5.5): exact deterministic parts, geometry, and statistics."""
 
 import numpy as np
 import pytest
@@ -228,7 +228,8 @@ def test_pipelines_shape_dtype_range_and_out_argument(fn):
 
 
 def _color1_replay(img, seed):
-    """color1 recomposed from the building blocks with the same draws, in SPEC order."""
+    """color1 recomposed from the building blocks with the same draws, in the original's order
+    (docs/original.md §5.5)."""
     rng = np.random.default_rng(seed)
     top, left = int(rng.integers(0, 21)), int(rng.integers(0, 21))
     flip = bool(rng.random() < 0.5)

@@ -16,7 +16,7 @@ Strictness: by default an unreadable or corrupt image is a validation error. Wit
 `tfds build` CLI sets it) such images are skipped with a `SkippedImagesWarning`; their paths
 and count go into the metadata.
 
-Text-free builds: stage 1 needs no text (SPEC §10 item 21) and the public SYSU-MM01 release
+Text-free builds: stage 1 needs no text (docs/original.md §10 item 21) and the public SYSU-MM01 release
 lacks the caption arrays. With `with_text=False` (builder kwarg, or `TVILFM_TFDS_TEXT=0` for
 the CLI) Text/ is not read, every caption is "" with all-zero ids, and the metadata records
 `with_text: false` and all `text` flags false, so stage 2 can refuse the data. Such a build has

@@ -42,7 +42,7 @@ also keeps raw uint8 arrays.
 Text the dataset does not have (gallery captions of SYSU-MM01, whose released Text/ holds
 training captions only) is stored as "" with `tokenize("")` ids, so `caption_ids ==
 tokenize(caption)` holds in every record; the metadata says which splits carry real text.
-A text-free build (stage 1 needs no text, SPEC §10 item 21) stores "" and ALL-ZERO ids in
+A text-free build (stage 1 needs no text, docs/original.md §10 item 21) stores "" and ALL-ZERO ids in
 every record: no row can pass for a tokenised caption, and `metadata["text"]["train"]` is
 False, so stage 2 can refuse such data.
 """

@@ -1,4 +1,4 @@
-"""Training losses of TVI-LFM (SPEC §4.1-4.3), computed in fp32 whatever the compute dtype.
+"""Training losses of TVI-LFM (docs/original.md §4.1-4.3), computed in fp32 whatever the compute dtype.
 
 Both losses take the *pre-BN* feature rows of one step: [3B, D] in stage 1, [5B, D] in stage 2.
 The WRT distance matmul runs at Precision.HIGHEST (full fp32): XLA's default lets GPUs run fp32
@@ -47,7 +47,7 @@ def pairwise_distances(x: jax.Array) -> jax.Array:
 
 
 def weighted_regularized_triplet(features: jax.Array, labels: jax.Array) -> jax.Array:
-    """WRT loss of AGW exactly as the original computes it (SPEC §4.2).
+    """WRT loss of AGW exactly as the original computes it (docs/original.md §4.2).
 
     Positives include the diagonal; both softmax denominators carry +1e-6; the negative branch
     is not max-shifted (the original's shift is always zero), so with large un-normalised

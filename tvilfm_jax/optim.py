@@ -1,13 +1,13 @@
 """Optimizer of TVI-LFM: Adam with coupled L2 decay, per-parameter (lr, wd) groups, frozen parts.
 
 The original gives every parameter its own group and decides (lr, wd) from the parameter's
-*name* (SPEC §4.5). Here each parameter gets a label naming its group; `multi_transform` maps
+*name* (docs/original.md §4.5). Here each parameter gets a label naming its group; `multi_transform` maps
 each label to `add_decayed_weights(wd) -> scale_by_adam -> -lr * factor(epoch)`, and frozen labels
 to `set_to_zero`, so frozen parameters receive neither decay nor moment updates (a zero
 gradient would still let L2 decay move them).
 
 Two recipes:
-  "paper": the original's grouping, quirks included (SPEC §10.2 items 10-11): the text tower's
+  "paper": the original's grouping, quirks included (docs/original.md §10.2 items 10-11): the text tower's
            token/positional embeddings, ln_final and projection train at lr_visual (ln_final.bias
            at lr_visual * visual_bias_lr_factor), and text block weights use visual_weight_decay.
   "clean": the whole text tower trains at lr_txt (biases at lr_txt * text_bias_lr_factor).
@@ -35,7 +35,7 @@ RECIPES = ("paper", "clean")
 LABELS = ("visual", "visual_bias", "neck", "text_block", "text_block_bias", "text_other",
           "text_other_bias", "frozen")
 
-# Which top-level modules each stage trains (SPEC §3.5). The backups never train.
+# Which top-level modules each stage trains (docs/original.md §3.5). The backups never train.
 _TRAINED = {"base": ("visual", "gem", "neck"), "tvilfm": ("text", "neck")}
 
 
@@ -86,7 +86,7 @@ def group_hparams(optim: Any, recipe: str) -> dict[str, tuple[float, float]]:
 
 def epoch_factor(epoch: np.ndarray | jax.Array, warmup_epochs: int, warmup_factor: float,
                  milestones: Sequence[int], gamma: float):
-    """Per-epoch lr multiplier of SPEC §4.6 (linear warmup, then steps at the milestones)."""
+    """Per-epoch lr multiplier of docs/original.md §4.6 (linear warmup, then steps at the milestones)."""
     xp = np if isinstance(epoch, (int, np.integer, np.ndarray)) else jax.numpy
     epoch = xp.asarray(epoch)
     alpha = epoch / max(warmup_epochs, 1)
@@ -110,7 +110,7 @@ def lr_schedule(base_lr: float, optim: Any, steps_per_epoch: int) -> optax.Sched
 
 def build_optimizer(params: Mapping[str, Any], optim: Any, stage: str, recipe: str,
                     steps_per_epoch: int) -> optax.GradientTransformation:
-    """Adam (coupled L2) with the SPEC §4.5 groups for `stage`; frozen labels get zero updates."""
+    """Adam (coupled L2) with the docs/original.md §4.5 groups for `stage`; frozen labels get zero updates."""
     hparams = group_hparams(optim, recipe)
     labels = param_labels(params, stage)
     used = set(traverse_util.flatten_dict(labels).values())

@@ -1,4 +1,4 @@
-"""LLCM (Zhang and Wang, CVPR 2023) with the TVI-LFM text (SPEC §5.1, §5.3, §9.3).
+"""LLCM (Zhang and Wang, CVPR 2023) with the TVI-LFM text (docs/original.md §5.1, §5.3, §9.3).
 
     tfds build tfds_builders/llcm --manual_dir /data/LLCM --file_format=array_record
 """

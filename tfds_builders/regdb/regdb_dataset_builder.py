@@ -1,4 +1,4 @@
-"""RegDB (Nguyen et al., Sensors 2017) with the TVI-LFM text, one config per split (SPEC §5.1, §9.1).
+"""RegDB (Nguyen et al., Sensors 2017) with the TVI-LFM text, one config per split (docs/original.md §5.1, §9.1).
 
     tfds build tfds_builders/regdb --config trial1 --manual_dir /data/RegDB --file_format=array_record
 """

@@ -1,4 +1,4 @@
-"""Synthetic tri-modal datasets in the real layouts (DESIGN "The embedded default").
+"""Synthetic tri-modal datasets in the real layouts (docs/design.md §8 "The embedded default").
 
     tfds build tfds_builders/synthetic --config sysu --file_format=array_record --data_dir ~/tfds
 

@@ -1,4 +1,4 @@
-"""SYSU-MM01 (Wu et al., ICCV 2017) with the TVI-LFM text (SPEC §5.1-5.3, §9.2).
+"""SYSU-MM01 (Wu et al., ICCV 2017) with the TVI-LFM text (docs/original.md §5.1-5.3, §9.2).
 
     tfds build tfds_builders/sysu_mm01 --manual_dir /data/SYSU-MM01 --file_format=array_record
     TVILFM_TFDS_TEXT=0 tfds build tfds_builders/sysu_mm01 ...    # text-free, stage 1 only

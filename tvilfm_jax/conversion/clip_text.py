@@ -1,6 +1,6 @@
 """OpenAI CLIP text tower (PyTorch key names) -> `CLIPTextEncoder` params.
 
-Key names are OpenAI CLIP's (SPEC §1.9), relative to the StateDict's prefix; the official
+Key names are OpenAI CLIP's (docs/original.md §1.9), relative to the StateDict's prefix; the official
 TVI-LFM checkpoints hold the same keys under `base_model.` with the projection already widened.
 """
 
@@ -17,7 +17,7 @@ from tvilfm_jax.models.text import TextConfig
 
 Params = dict[str, Any]
 
-# Everything in an OpenAI CLIP checkpoint that the text tower does not use (SPEC §1.4): the image
+# Everything in an OpenAI CLIP checkpoint that the text tower does not use (docs/original.md §1.4): the image
 # tower, the contrastive temperature, and the scalar hyper-parameters stored in the JIT archives.
 OPENAI_NON_TEXT_KEYS = ("visual.*", "logit_scale", "input_resolution", "context_length", "vocab_size")
 
@@ -81,7 +81,7 @@ def widen_projection(w: np.ndarray, out_dim: int = 2048) -> np.ndarray:
 
     That is PyTorch's bilinear interpolation with align_corners=False on a height-1 image, i.e.
     linear interpolation along the output axis with half-pixel centres and edge clamping, then
-    a round trip through fp16 (SPEC §1.4). Returns float32.
+    a round trip through fp16 (docs/original.md §1.4). Returns float32.
     """
     w = np.asarray(w, dtype=np.float32)
     if w.ndim != 2:

@@ -1,8 +1,8 @@
-"""Released TVI-LFM checkpoints (`CLIP2ReID` state_dicts, SPEC §1.9) -> `TVILFM` variables.
+"""Released TVI-LFM checkpoints (`CLIP2ReID` state_dicts, docs/original.md §1.9) -> `TVILFM` variables.
 
 Stage-1 (base) and stage-2 checkpoints share one layout; stage-2 ones add `backup_pool.p` and
 `backup_classifier.*`, which need `ModelConfig.backup=True`. `logit_scale` (unused by any loss,
-SPEC §1.8) and BN `num_batches_tracked` counters are dropped on purpose; every other key must be
+docs/original.md §1.8) and BN `num_batches_tracked` counters are dropped on purpose; every other key must be
 consumed, and every expected key must be present with the expected shape.
 """
 

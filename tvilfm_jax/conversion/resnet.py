@@ -1,7 +1,7 @@
 """torchvision ResNet-50 (v1.5) state_dicts -> `DualResNet` variables.
 
 The torchvision stem (`conv1`, `bn1`) is copied into both modality stems, as the original builds
-each stem from its own ImageNet instance (SPEC §1.2); `layer1..4` become the shared body. The
+each stem from its own ImageNet instance (docs/original.md §1.2); `layer1..4` become the shared body. The
 helpers taking key prefixes are shared with the official TVI-LFM layout (`official.py`).
 """
 

@@ -9,7 +9,7 @@ writer, TFDS builders, text generation, evaluator, configs):
     "llcm"         LLCM        llcm                       -
     (any)                      synthetic/<layout>[_tiny]  1 (RegDB records hold split 1)
 
-Cameras (SPEC §5.1, §6.4-6.6): SYSU-MM01 RGB cams 1, 2, 4, 5 and IR cams 3, 6 (cams 1-3
+Cameras (docs/original.md §5.1, §6.4-6.6): SYSU-MM01 RGB cams 1, 2, 4, 5 and IR cams 3, 6 (cams 1-3
 indoors); LLCM VIS cams 1-9 and NIR cams 1, 2, 4-9 (test_nir has no cam3); RegDB has no
 camera ids, the original's metric gets 1 (thermal queries) and 2 (visible gallery).
 """

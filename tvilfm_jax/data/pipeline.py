@@ -137,7 +137,7 @@ class TrainBatches:
       process_index, process_count: this host's slice of every global batch.
       with_text: whether to emit `text_rgb` / `text_ir` (stage 1 does not need them).
       llm_aug, llm_aug_prob: each caption is replaced by its LLM rephrase with this probability,
-        independently for the RGB and the IR sample (SPEC §5.3).
+        independently for the RGB and the IR sample (docs/original.md §5.3).
       image_size: (H, W) of the emitted images; records of another size are Lanczos-resized
         at load.
       crop_padding: zero pad before the random crop, in pixels of `image_size` (the original's

@@ -1,4 +1,4 @@
-"""Test-time query and gallery lists of the three benchmarks (SPEC §6.4-6.6).
+"""Test-time query and gallery lists of the three benchmarks (docs/original.md §6.4-6.6).
 
 Every function returns a list of `ImageRef(path, pid, cam)` with `path` relative to the dataset
 root ('/'-separated), in exactly the order the original test code builds it:

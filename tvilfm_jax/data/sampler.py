@@ -1,4 +1,4 @@
-"""Identity sampler of SPEC §5.6 as a pure function of (labels, P, K, seed, epoch).
+"""Identity sampler of docs/original.md §5.6 as a pure function of (labels, P, K, seed, epoch).
 
 One epoch is `steps_per_epoch` groups; each group draws P distinct identities uniformly without
 replacement and, for each identity, K RGB and K IR sample indices uniformly *with* replacement.

@@ -1,7 +1,7 @@
 """CLIP byte-level BPE tokenizer with the original's (IRRA) special tokens and truncation.
 
 Ids equal OpenAI CLIP's: SOT 49406, EOT 49407, zero padding. The IRRA variant used by TVI-LFM
-(SPEC §5.4) also knows `<|mask|>` = 49405. The BPE itself runs in `instant-clip-tokenizer`
+(docs/original.md §5.4) also knows `<|mask|>` = 49405. The BPE itself runs in `instant-clip-tokenizer`
 (Rust, vocabulary bundled); the text cleaning that it skips (ftfy, HTML unescaping, whitespace)
 and the special tokens it does not recognise are handled here.
 

@@ -1,4 +1,4 @@
-"""Training and test image transforms of SPEC §5.5, in vectorised NumPy.
+"""Training and test image transforms of docs/original.md §5.5, in vectorised NumPy.
 
 Every transform maps a uint8 HWC image [H, W, 3] to a normalised float32 HWC image [H, W, 3]
 of the same size (the random crop is as large as the input, after a 10-pixel zero pad). The
@@ -27,7 +27,7 @@ import numpy as np
 PAD = 10
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# ChannelRandomErasing fill values; written into the already-normalised tensor (SPEC §5.5).
+# ChannelRandomErasing fill values; written into the already-normalised tensor (docs/original.md §5.5).
 ERASE_FILL = (0.4914, 0.4822, 0.4465)
 ERASE_AREA = (0.02, 0.4)
 ERASE_MIN_ASPECT = 0.3
@@ -120,7 +120,7 @@ def normalize(img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """ToTensor + Normalize(ImageNet): uint8 [H, W, 3] -> float32 [H, W, 3].
 
     Computed as ((x / 255) - mean) / std in float32, the same operations as torchvision, so the
-    result is bit-identical. This is also the whole test-time transform (SPEC §5.5, "Test").
+    result is bit-identical. This is also the whole test-time transform (docs/original.md §5.5, "Test").
     """
     _check_image(img)
     h, w, _ = img.shape
@@ -188,7 +188,7 @@ def channel_exchange(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """ChannelExchange(gray=2) in place on float32 [H, W, 3]; returns x.
 
     With probability 0.5 nothing happens; otherwise channel c ~ U{0, 1, 2} is copied into all
-    three channels (SPEC §5.5; the gray branch is unreachable with gray=2).
+    three channels (docs/original.md §5.5; the gray branch is unreachable with gray=2).
     """
     if rng.random() < EXCHANGE_SKIP_P:
         return x

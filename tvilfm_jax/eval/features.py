@@ -2,11 +2,11 @@
 
 Extraction stops before the BN-neck and keeps the pre-neck features (GeM image features, EOT
 caption features), so that one pass serves every protocol, text source and trial: the query
-embeddings of SPEC §6.2-6.3 are then cheap functions of those features (`query_embeddings`),
+embeddings of docs/original.md §6.2-6.3 are then cheap functions of those features (`query_embeddings`),
 whatever caption each query is given. Images go to the device as uint8 and are normalised in
 the jitted function (ToTensor + ImageNet Normalize, as `data.transforms.normalize`).
 
-Flip test-time augmentation (not in the original, SPEC §6.1) averages the GeM features of an
+Flip test-time augmentation (not in the original, docs/original.md §6.1) averages the GeM features of an
 image and of its mirror image before the neck. BN in eval mode is affine, so this equals
 averaging the two un-normalised BN outputs before the L2 norm; Fusion uses the averaged f_IR.
 
@@ -83,7 +83,7 @@ def _query_fn(model: nn.Module, variables, f_ir, f_ir_backup, t_rgb, t_ir):
     """The query embeddings of `TVILFM.query_embeddings`, from pre-neck features.
 
     "mer" is not returned as one vector: it is scored as the sum of the three score matrices
-    of "fusion", "ir_current" and "text" (SPEC §6.3).
+    of "fusion", "ir_current" and "text" (docs/original.md §6.3).
     """
 
     def heads(m):

@@ -1,6 +1,6 @@
 """Retrieval metrics for VI-ReID (CMC, mAP, mINP), vectorised and jitted with JAX.
 
-Semantics follow SPEC §6.4-6.6 (the original `tools/eval_metrics.py`):
+Semantics follow docs/original.md §6.4-6.6 (the original `tools/eval_metrics.py`):
 
 * ``"sysu"``: for a query from camera 3, every gallery image from camera 2 is removed (any
   identity); nothing else is removed. CMC is the de-duplicated ("new") CMC: ranked gallery
@@ -10,7 +10,7 @@ Semantics follow SPEC §6.4-6.6 (the original `tools/eval_metrics.py`):
 * ``"regdb"``: nothing is removed (camera ids are ignored); plain CMC (rank of the first hit).
 
 The protocol is the caller's choice per query modality: the original scores LLCM's IR query
-with the SYSU rule (no same-camera removal) and Fusion/Text with the LLCM rule (SPEC §10
+with the SYSU rule (no same-camera removal) and Fusion/Text with the LLCM rule (docs/original.md §10
 item 14), so the "paper" recipe passes "sysu" for LLCM IR and the "clean" recipe "llcm".
 
 For every protocol AP and INP are computed on the non-de-duplicated ranked match vector after

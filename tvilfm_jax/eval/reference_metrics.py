@@ -1,4 +1,4 @@
-"""Per-query NumPy reference of the retrieval metrics (SPEC §6.4-6.6).
+"""Per-query NumPy reference of the retrieval metrics (docs/original.md §6.4-6.6).
 
 A deliberately plain transcription of the original algorithm, one Python loop iteration per
 query, used as ground truth by the tests and the benchmark for the vectorised

@@ -32,7 +32,7 @@ METRIC_NOTES = {
 }
 RECIPE_NOTES = {
     "paper": "the original's evaluation quirks kept: LLCM IR scored with eval_sysu; RegDB v->t IR pairs "
-             "current-neck RGB with backup-neck IR features (SPEC §6.5, §6.6)",
+             "current-neck RGB with backup-neck IR features (docs/original.md §6.5, §6.6)",
     "clean": "quirks fixed: every LLCM modality scored with eval_llcm; RegDB v->t IR uses the backup necks "
              "on both sides",
 }
@@ -42,12 +42,13 @@ def modality_notes(fusion: str = "sff", backup: bool = False) -> dict[str, str]:
     """What each query modality is for a model with this fusion and backups."""
     fused = "L2(BN(f_IR + T(text) - T(own IR caption)))" if fusion == "sff" else "L2(BN(f_IR + T(text)))"
     ir = ("the IR image through the frozen stage-1 backup GeM + neck, against an RGB gallery through them "
-          "(SPEC §1.7, §6.2)" if backup else "the IR image alone, L2(BN(f_IR))")
+          "(docs/original.md §1.7, §6.2)" if backup else "the IR image alone, L2(BN(f_IR))")
     return {
         "ir": ir,
         "text": "the query text alone, L2(BN(T(text)))",
         "fusion": f"{fusion.upper()}: {fused}",
-        "mer": "sum of the Fusion, IR (current neck) and Text cosine scores against the current gallery (SPEC §6.3)",
+        "mer": "sum of the Fusion, IR (current neck) and Text cosine scores against the current gallery "
+               "(docs/original.md §6.3)",
     }
 
 

@@ -7,13 +7,13 @@ and score matrices, and runs the metrics (`eval.metrics.evaluate`).
 Score matrices, with g = gallery embeddings of the trial, q = query embeddings (rows [N, D],
 L2-normalised, so every product is a cosine):
 
-  IR->RGB   ir: q_ir . g_ir^T        (backup necks on both sides in stage 2, SPEC §6.2)
+  IR->RGB   ir: q_ir . g_ir^T        (backup necks on both sides in stage 2, docs/original.md §6.2)
             text: q_T . g^T, fusion: q_F . g^T
-            mer: q_F . g^T + q_I . g^T + q_T . g^T   (q_I through the CURRENT neck, SPEC §6.3)
-  RGB->IR   S = g . q^T per modality (the IR-side embeddings become the gallery, SPEC §6.5);
+            mer: q_F . g^T + q_I . g^T + q_T . g^T   (q_I through the CURRENT neck, docs/original.md §6.3)
+  RGB->IR   S = g . q^T per modality (the IR-side embeddings become the gallery, docs/original.md §6.5);
             no MER. IR with backups: the "clean" recipe uses the backup necks on both sides;
             "paper" pairs the current-neck RGB features with the backup-neck IR features, as
-            the original's overwritten matrix does (SPEC §6.5, §10 item 15).
+            the original's overwritten matrix does (docs/original.md §6.5, §10 item 15).
 """
 
 from __future__ import annotations

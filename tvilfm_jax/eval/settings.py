@@ -1,6 +1,6 @@
 """What an evaluation runs: the protocols of each benchmark and the evaluator's settings.
 
-Protocols (SPEC §6.4-6.6); "mode" selects the gallery set of the test records:
+Protocols (docs/original.md §6.4-6.6); "mode" selects the gallery set of the test records:
 
   sysu-all     SYSU-MM01 all-search, IR (cams 3, 6) -> RGB (cams 1, 2, 4, 5), single-shot,
                10 gallery trials, eval_sysu (cam3 queries drop cam2 gallery images).
@@ -10,7 +10,7 @@ Protocols (SPEC §6.4-6.6); "mode" selects the gallery set of the test records:
                embeddings (IR, Text, or Fusion "gallery"); MER is not defined there.
   llcm-i2v     LLCM NIR (cams 1, 2, 4-9) -> VIS, single-shot, 10 trials, eval_llcm (same pid
                AND same camera removed). The "paper" recipe scores the IR query with eval_sysu
-               as the original does (SPEC §6.6: no same-camera removal for IR only).
+               as the original does (docs/original.md §6.6: no same-camera removal for IR only).
   llcm-v2i     LLCM VIS -> NIR, which the original does not implement [AMBIGUOUS]: here the
                roles of llcm-i2v are swapped as in RegDB v->t (queries = that trial's sampled
                VIS gallery, gallery = every NIR query image with its texts), eval_llcm. This is

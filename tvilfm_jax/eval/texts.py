@@ -1,4 +1,4 @@
-"""Query texts at test time: which caption goes where the RGB caption goes (SPEC §5.3, §10.27).
+"""Query texts at test time: which caption goes where the RGB caption goes (docs/original.md §5.3, §10.27).
 
 An IR query x carries two texts: `rgb`, the colour description that the Text query and the
 Fusion term `+T(.)` use, and `ir`, the query image's own IR BLIP caption, the SFF filter
@@ -8,7 +8,7 @@ paper        As the original: one caption drawn (seeded, once, the same for ever
              id_caption_map[query pid], the unique RGB captions of the query's GROUND-TRUTH
              identity over all its RGB test images. The text therefore names the right person,
              and may describe the very gallery image to be found (on RegDB it always comes from
-             a gallery image, SPEC §10 item 27). Not comparable with text-free methods.
+             a gallery image, docs/original.md §10 item 27). Not comparable with text-free methods.
 non_gallery  Identity captions as in `paper`, but drawn only from RGB test images NOT in the
              gallery of the trial being scored, and never a text equal to the caption of one of
              that identity's gallery images of the trial. Drawn per (mode, trial) with its own

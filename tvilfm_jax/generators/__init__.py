@@ -1,6 +1,6 @@
 """Text generators: BLIP captions, LLM rephrases and colour filtering -> the Text/ file set.
 
-How the released TVI-LFM texts were made (SPEC §8), rebuilt for any dataset tree in the
+How the released TVI-LFM texts were made (docs/original.md §8), rebuilt for any dataset tree in the
 sysu / regdb / llcm layouts:
 
     python -m tvilfm_jax.generators all --root datasets/regdb --layout regdb \\

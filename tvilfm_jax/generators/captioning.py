@@ -1,4 +1,4 @@
-"""BLIP captioning of image files, batched and resumable (SPEC §8.1).
+"""BLIP captioning of image files, batched and resumable (docs/original.md §8.1).
 
 The original captioned one image at a time with ``model.generate(pixel_values, max_length=50)``
 (greedy) and decoded with special tokens skipped; this does the same in batches. Images in a

@@ -1,4 +1,4 @@
-"""Which images of a dataset tree need text, in which order, under which key (SPEC §5.1-5.3, §9).
+"""Which images of a dataset tree need text, in which order, under which key (docs/original.md §5.1-5.3, §9).
 
 Every image a loader will ask a caption for is listed once per modality:
 - SYSU-MM01: train = train+val ids in the §5.2 order (ids sorted, RGB cams 1,2,4,5 then IR
@@ -10,7 +10,7 @@ Every image a loader will ask a caption for is listed once per modality:
   all 4120 per modality).
 - LLCM: ``idx/train_vis.txt`` / ``idx/train_nir.txt`` for training, and for the test ids
   ``test_vis/cam*/<pid>/*`` and ``test_nir/cam*/<pid>/*``. Test images are copies of the
-  originals under ``vis/<pid>/`` and ``nir/<pid>/`` (SPEC §5.1), and are keyed there:
+  originals under ``vis/<pid>/`` and ``nir/<pid>/`` (docs/original.md §5.1), and are keyed there:
   ``nir/<pid>/<file>`` is the path the original test code looks a query's caption up at.
 
 This module reads only split files and directory listings (through ``tvilfm_jax.data.protocols``,

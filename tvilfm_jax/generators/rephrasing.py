@@ -1,4 +1,4 @@
-"""LLM rephrasing of captions, batched, seeded and resumable (SPEC §8.2).
+"""LLM rephrasing of captions, batched, seeded and resumable (docs/original.md §8.2).
 
 The paper's prompt is the caption immediately followed by the instruction, with no separator
 (the caption's final period runs into it), and the continuation after the prompt is the

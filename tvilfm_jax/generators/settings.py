@@ -1,4 +1,4 @@
-"""Defaults of the generators, as the original produced the released texts (SPEC §8).
+"""Defaults of the generators, as the original produced the released texts (docs/original.md §8).
 
 Pure Python, so the CLI and the colour filter load without torch.
 """

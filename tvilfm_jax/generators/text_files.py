@@ -1,4 +1,4 @@
-"""Writing the Text/ file set the loaders read from an `ImageSet`, stage by stage (SPEC §5.3, §9).
+"""Writing the Text/ file set the loaders read from an `ImageSet`, stage by stage (docs/original.md §5.3, §9).
 
 The formats, file names and key prefixes are those of `tvilfm_jax.data.text.files`; this module
 decides which files each stage writes and which images each covers. Files under ``Text/``:
@@ -19,7 +19,7 @@ After the colour filter (training images):
   Blip_IR/train_llm_text_Blip_IR.npy        filtered, [N_train] str         sysu
   Blip_IR/llm_color_filte(r)d_output/<layout>_ir_blip_caption_LLM_filtered_dict.json   all
 
-Training images are, for RegDB, every image (each is trained on in some trial, SPEC §9.1).
+Training images are, for RegDB, every image (each is trained on in some trial, docs/original.md §9.1).
 SYSU arrays follow the §5.2 training order row for row; the label arrays copy the released
 ones (RGB zero-padded, IR not). The RegDB folder name keeps the release's "filterd" typo.
 LLCM test images are keyed at their originals ``vis|nir/<pid>/<file>`` (``image_sets``).

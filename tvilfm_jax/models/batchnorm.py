@@ -2,7 +2,7 @@
 
 Flax's `nn.BatchNorm` updates the running variance with the *biased* batch variance, while
 PyTorch uses the unbiased one (n / (n - 1)); released checkpoints and stage-2 "drifting" visual
-statistics (SPEC §3.5) only match if we do what PyTorch does. Variable names follow Flax
+statistics (docs/original.md §3.5) only match if we do what PyTorch does. Variable names follow Flax
 (`params/{scale,bias}`, `batch_stats/{mean,var}`) so converted checkpoints read naturally.
 """
 

@@ -1,4 +1,4 @@
-"""Fusion of the IR image feature with caption features (SPEC §1.6). No weights.
+"""Fusion of the IR image feature with caption features (docs/original.md §1.6). No weights.
 
 All inputs are pre-BN features [B,D]; the fused feature goes through the shared BN-neck.
 """

@@ -1,4 +1,4 @@
-"""Generalised-mean pooling with one trainable exponent (SPEC §1.3)."""
+"""Generalised-mean pooling with one trainable exponent (docs/original.md §1.3)."""
 
 from __future__ import annotations
 

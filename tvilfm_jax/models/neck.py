@@ -1,4 +1,4 @@
-"""BN-neck and bias-free identity classifier ("Classifier", SPEC §1.5)."""
+"""BN-neck and bias-free identity classifier ("Classifier", docs/original.md §1.5)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Dual-stem ResNet ("Dual_Resnet", SPEC §1.2): two modality stems and one shared body.
+"""Dual-stem ResNet ("Dual_Resnet", docs/original.md §1.2): two modality stems and one shared body.
 
-Stems are conv7x7/2 -> BN -> maxpool3x3/2 with NO ReLU (faithful to the released code, SPEC
-§10.2 item 13). The body is torchvision's layer1-4 of v1.5 bottlenecks (stride on the 3x3 conv)
+Stems are conv7x7/2 -> BN -> maxpool3x3/2 with NO ReLU (faithful to the released code,
+docs/original.md §10.2 item 13). The body is torchvision's layer1-4 of v1.5 bottlenecks (stride on the 3x3 conv)
 with the last stride set to 1, so a 288x144 image gives an 18x9 map. Images are NHWC.
 """
 
@@ -117,7 +117,7 @@ def _present(x: jnp.ndarray | None) -> bool:
 
 
 class DualResNet(nn.Module):
-    """Modality-specific stems + one shared body (SPEC §1.2, "1/3" routing of §3.2).
+    """Modality-specific stems + one shared body (docs/original.md §1.2, "1/3" routing of §3.2).
 
     `__call__(rgb, ir, train)`: rgb [Nr,H,W,3] and ir [Ni,H,W,3] (either may be None or empty)
     -> feature map [Nr+Ni, H/16, W/16, 32*width], RGB rows first. The body runs once on the

@@ -1,4 +1,4 @@
-"""CLIP text tower (OpenAI CLIP RN50's, SPEC §1.4) as a Flax linen module.
+"""CLIP text tower (OpenAI CLIP RN50's, docs/original.md §1.4) as a Flax linen module.
 
 Token + learned positional embedding, pre-LN transformer blocks with causal self-attention and
 QuickGELU MLPs, a final LayerNorm and a bias-free projection. The sentence feature is the row at

@@ -1,12 +1,12 @@
-"""The assembled TVI-LFM model (SPEC §1, §3.3-3.4, §6.2-6.3).
+"""The assembled TVI-LFM model (docs/original.md §1, §3.3-3.4, §6.2-6.3).
 
-Variable tree (top level), chosen so optimizer groups (SPEC §4.5) are path prefixes:
+Variable tree (top level), chosen so optimizer groups (docs/original.md §4.5) are path prefixes:
   visual/{rgb_stem,ir_stem,body}   dual-stem ResNet (params + batch_stats)
   gem/p                            GeM exponent
   neck/{bn,classifier}             BN-neck (params + batch_stats) and bias-free classifier
   text/...                         CLIP text tower (see models/text.py)
   backup_gem, backup_neck          only with `config.backup`: the frozen stage-1 GeM + neck used
-                                   by the IR-only query and its gallery (SPEC §1.7)
+                                   by the IR-only query and its gallery (docs/original.md §1.7)
 
 Call the methods through `model.apply(variables, ..., method="stage1")`; train-mode methods
 update BN statistics, so pass `mutable=["batch_stats"]`. Images are NHWC float32 (normalised),
@@ -43,10 +43,10 @@ class ModelConfig:
       num_classes: training identities C (SYSU 395, RegDB 206, LLCM 713).
       resnet_blocks, resnet_width: bottlenecks per layer and base width; ResNet-50 by default.
         The visual feature size is 32 * resnet_width (2048), and must equal `text.embed_dim`
-        (the original's img_projection is the identity, SPEC §1.2).
+        (the original's img_projection is the identity, docs/original.md §1.2).
       text: CLIP text tower config; its `dtype` is overridden by `dtype` below.
       fusion: "sff" (F = f_IR + T_rgb - T_ir, the TVI-LFM default) or "add" (F = f_IR + T_rgb).
-      backup: carry `backup_gem` / `backup_neck` (stage 2, SPEC §1.7).
+      backup: carry `backup_gem` / `backup_neck` (stage 2, docs/original.md §1.7).
       dtype: compute dtype of the ResNet and the text tower ("float32" or "bfloat16"); params,
         BN statistics, GeM, neck and losses stay fp32.
     """
@@ -199,7 +199,7 @@ class TVILFM(nn.Module):
     # --- training forwards --------------------------------------------------------------------
 
     def stage1(self, rgb1: jnp.ndarray, rgb2: jnp.ndarray, ir: jnp.ndarray):
-        """Base model forward (SPEC §3.3): RGB view1/view2 and IR [B,H,W,3] each ->
+        """Base model forward (docs/original.md §3.3): RGB view1/view2 and IR [B,H,W,3] each ->
         (pre-BN features [3B,D] ordered [rgb1; rgb2; ir], logits [3B,C]).
 
         Visual BN, GeM and the neck are all in train mode; text is not used.
@@ -209,7 +209,7 @@ class TVILFM(nn.Module):
 
     def stage2(self, rgb1: jnp.ndarray, rgb2: jnp.ndarray, ir: jnp.ndarray, text_rgb: jnp.ndarray,
                text_ir: jnp.ndarray | None = None, freeze_visual_stats: bool = False):
-        """TVI-LFM forward with a frozen visual encoder (SPEC §3.4, MJL "uni" + SFF).
+        """TVI-LFM forward with a frozen visual encoder (docs/original.md §3.4, MJL "uni" + SFF).
 
         rgb1, rgb2, ir: [B,H,W,3]; text_rgb, text_ir: [B,L] (text_ir only for "sff") ->
         (pre-BN features [5B,D] ordered [rgb1; rgb2; ir; fusion; text], logits [5B,C]).
@@ -236,7 +236,7 @@ class TVILFM(nn.Module):
 
         "current" = L2(BN(GeM(visual_rgb))) with the current neck: the gallery of the text,
         fusion and MER queries. "ir" is the gallery of the IR-only query: through backup_gem +
-        backup_neck when the model has them (SPEC §6.2), else the same as "current".
+        backup_neck when the model has them (docs/original.md §6.2), else the same as "current".
         """
         fmap = self.visual(rgb, None, train=False)
         current = self.neck(self.gem(fmap), train=False)
@@ -245,7 +245,7 @@ class TVILFM(nn.Module):
 
     def query_embeddings(self, ir: jnp.ndarray, text_rgb: jnp.ndarray,
                          text_ir: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
-        """IR queries (SPEC §6.2-6.3): ir [B,H,W,3], text_rgb/text_ir [B,L] -> dict of [B,D]:
+        """IR queries (docs/original.md §6.2-6.3): ir [B,H,W,3], text_rgb/text_ir [B,L] -> dict of [B,D]:
 
           "ir":     L2(BN_backup(GeM_backup(visual_ir))) with backups, else the current GeM+neck;
                     match against gallery "ir".
@@ -286,7 +286,7 @@ def init_variables(config: ModelConfig, rng: jax.Array, image_hw: tuple[int, int
 
 
 def add_backup(variables: Mapping[str, Any]) -> dict:
-    """Stage-2 start (SPEC §1.7): copies gem/neck into backup_gem/backup_neck (params and stats).
+    """Stage-2 start (docs/original.md §1.7): copies gem/neck into backup_gem/backup_neck (params and stats).
 
     Use with a config whose `backup` is True; the copies are separate arrays.
     """

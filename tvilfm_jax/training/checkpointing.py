@@ -313,7 +313,7 @@ def load_init_variables(directory: str, config: ModelConfig) -> dict:
 
     The stored ModelConfig must build the same architecture (compute dtype aside); a stage-2
     model (`config.backup`) started from a checkpoint without backups gets them copied from
-    gem/neck (SPEC §1.7), one with backups (an official stage-2 checkpoint) keeps its own.
+    gem/neck (docs/original.md §1.7), one with backups (an official stage-2 checkpoint) keeps its own.
     """
     stored = checkpoints.load_config(directory)
     differences = architecture_differences(stored, config)

@@ -91,7 +91,7 @@ def compute_dtype(name: str, backend: str | None = None) -> str:
 
 
 def model_config(config: Any, num_classes: int) -> ModelConfig:
-    """The ModelConfig of this experiment (stage 2 carries the backup GeM/neck, SPEC §1.7)."""
+    """The ModelConfig of this experiment (stage 2 carries the backup GeM/neck, docs/original.md §1.7)."""
     m = config.model
     width = m.resnet_width
     text = TextConfig(vocab_size=VOCAB_SIZE, context_length=CONTEXT_LENGTH, width=m.text_width,

@@ -4,7 +4,7 @@ Only process 0 reports (`enabled=False` elsewhere). Records of metrics.jsonl, on
 per line, each with "kind", "step" (optimizer steps done) and "epoch" (0-based):
   kind "train"  means over the last `log_every_steps` steps: loss, id, wrt, acc, lr, plus
                 images_per_sec (images through the visual encoder, 3 per row of the global batch)
-  kind "epoch"  means over the whole epoch (what the original logs, SPEC §10.4 item 29)
+  kind "epoch"  means over the whole epoch (what the original logs, docs/original.md §10.4 item 29)
   kind "eval"   whatever the evaluation hook returned
 On resume the file is cut back to the restored step, so it reads as one uninterrupted run;
 TensorBoard drops the events after that step the same way (`purge_step`).

@@ -9,7 +9,7 @@ checked before anything is saved: a non-finite loss, or a step that leaves any i
 parameters, optimizer state or BN statistics, raises `NonFiniteLossError`, and no state after
 the last finite one is ever written (latest or best checkpoint, or export). Checkpoints: every
 `checkpoint_every_steps` steps, at every epoch end and at the end (see checkpointing.py). Evaluation: a caller-supplied
-`evaluate_fn(state) -> dict` after the epochs SPEC §6.7 names; a result holding
+`evaluate_fn(state) -> dict` after the epochs docs/original.md §6.7 names; a result holding
 `config.train.best_metric` that is >= the best so far replaces the best checkpoint (and says so,
 naming the metric).
 
@@ -245,7 +245,7 @@ def _input_layout(exp: Experiment) -> dict:
 
 
 def _eval_due(cfg: ml_collections.ConfigDict, epoch: int) -> bool:
-    """SPEC §6.7: after epoch e (0-based) when e+1 >= eval_start and (e+1) % eval_every == 0."""
+    """docs/original.md §6.7: after epoch e (0-based) when e+1 >= eval_start and (e+1) % eval_every == 0."""
     return epoch + 1 >= cfg.train.eval_start_epoch and (epoch + 1) % cfg.train.eval_every_epochs == 0
 
 
@@ -253,7 +253,7 @@ def train(exp: Experiment, workdir: str, evaluate_fn: EvaluateFn | None = None,
           stop_after: int | None = None, allow_config_change: bool = False) -> TrainState:
     """Trains `exp` in `workdir`, resuming from its latest checkpoint; returns the final state.
 
-    evaluate_fn: state -> {metric: value}, called after the epochs of SPEC §6.7 (no evaluation
+    evaluate_fn: state -> {metric: value}, called after the epochs of docs/original.md §6.7 (no evaluation
       and no best checkpoint when None). It must be done with the state when it returns: the
       next step reuses (donates) its buffers.
     stop_after: return after this global step as a killed run would (nothing extra is saved);

@@ -1,10 +1,10 @@
 """The pure train steps of both stages: `train_step(state, batch) -> (state, metrics)`.
 
-Stage "base" (SPEC §3.3): X = [rgb1; rgb2; ir] pre-BN GeM features [3B, D], labels
-[t_rgb; t_rgb; t_ir]. Stage "tvilfm" (SPEC §3.4, MJL "uni" + SFF): X = [rgb1; rgb2; ir; f; t]
+Stage "base" (docs/original.md §3.3): X = [rgb1; rgb2; ir] pre-BN GeM features [3B, D], labels
+[t_rgb; t_rgb; t_ir]. Stage "tvilfm" (docs/original.md §3.4, MJL "uni" + SFF): X = [rgb1; rgb2; ir; f; t]
 [5B, D] with f = f_IR + T(text_rgb) - T(text_ir), labels [t_rgb; t_rgb; t_ir; t_ir; t_ir]; the
 visual features are constants (stop_gradient inside `TVILFM.stage2`). Both: loss = CE(neck
-logits) + WRT(X), in fp32 whatever the compute dtype (SPEC §4.3).
+logits) + WRT(X), in fp32 whatever the compute dtype (docs/original.md §4.3).
 
 Which parameters move is decided by the optimizer's labels (frozen groups get zero updates, so
 no decay either); the step itself differentiates the loss w.r.t. all params. Metrics are scalars
@@ -44,7 +44,7 @@ def _forward(model: TVILFM, variables: dict, batch: Batch, stage: str, recipe: s
             method="stage1", mutable=["batch_stats"], rngs=rngs)
         label_blocks = ("target_rgb", "target_rgb", "target_ir")
     else:
-        # "clean" freezes the visual BN statistics too; "paper" lets them drift (SPEC §3.5).
+        # "clean" freezes the visual BN statistics too; "paper" lets them drift (docs/original.md §3.5).
         (feats, logits), updates = model.apply(
             variables, batch["img_rgb_ori"], batch["img_rgb_aug"], batch["img_ir"], batch["text_rgb"],
             batch["text_ir"], freeze_visual_stats=recipe == "clean",

@@ -1,4 +1,4 @@
-"""Reading and validating the on-disk SYSU-MM01, RegDB and LLCM trees (SPEC §5, §6.4-6.6, §9).
+"""Reading and validating the on-disk SYSU-MM01, RegDB and LLCM trees (docs/original.md §5, §6.4-6.6, §9).
 
 One reader per dataset returns a `DatasetIndex`: training records of both modalities with
 labels and (optionally) captions, IR queries with their filter captions, the trial galleries

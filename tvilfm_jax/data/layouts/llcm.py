@@ -1,4 +1,4 @@
-"""LLCM on disk (SPEC §5.1, §5.3, §6.6, §9.3).
+"""LLCM on disk (docs/original.md §5.1, §5.3, §6.6, §9.3).
 
     vis/<pid>/<file>, nir/<pid>/<file>            training (and original) images
     test_vis/cam{1..9}/<pid:04d>/<file>           gallery candidates

@@ -1,4 +1,4 @@
-"""RegDB on disk, one trained split at a time (SPEC §5.1, §5.3, §6.5, §9.1).
+"""RegDB on disk, one trained split at a time (docs/original.md §5.1, §5.3, §6.5, §9.1).
 
     Visible/<pid>/<file>.bmp, Thermal/<pid>/<file>.bmp        pids 1..412, 10 images each
     idx/{train,test}_{visible,thermal}_<t>.txt                "<relative path> <label>" lines

@@ -1,4 +1,4 @@
-"""SYSU-MM01 on disk (SPEC §5.1-5.3, §6.4, §9.2).
+"""SYSU-MM01 on disk (docs/original.md §5.1-5.3, §6.4, §9.2).
 
     cam{1..6}/<pid:04d>/<img>.jpg           RGB cameras 1, 2, 4, 5; IR cameras 3, 6
     exp/{train,val,test}_id.txt             one line of comma-separated ids
@@ -15,7 +15,7 @@ Training uses the train + val ids (C = 395) in the pre-processing order: sorted 
 cameras in the order above, then sorted files, labels = rank of the id among the IR ids. The
 caption arrays are aligned index-for-index with that order. Gallery images get their own RGB
 captions (`DatasetIndex.gallery_captions`) only from the optional per-image files. The GIT id
-map the original's gallery reads (SPEC §10 item 22) is not needed.
+map the original's gallery reads (docs/original.md §10 item 22) is not needed.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def read_sysu(
 
     Args:
       root: the dataset root (holding cam1..cam6, exp/, Text/).
-      with_text: read Text/ (stage 2); stage 1 needs no text (SPEC §10 item 21).
+      with_text: read Text/ (stage 2); stage 1 needs no text (docs/original.md §10 item 21).
       captioner: which Text/<captioner>_{RGB,IR} set to read.
       images: "exists", "header" or "decode" (see `checks.IMAGE_CHECKS`).
       strict: if False, unreadable images are skipped with a `SkippedImagesWarning`.

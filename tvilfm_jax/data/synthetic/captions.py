@@ -1,4 +1,4 @@
-"""Captions of synthetic shots, in the style of the released Text/ data (SPEC §8, §9).
+"""Captions of synthetic shots, in the style of the released Text/ data (docs/original.md §8, §9).
 
 - `blip_caption`: what the fine-tuned BLIP captioners produce: one lower-case clause. The RGB
   captioner names colours, the IR captioner never does. Both only mention what the shot shows
@@ -204,7 +204,7 @@ def llm_rephrase(m: Mentions, rng: np.random.Generator) -> str:
 
 
 def _hallucinate(text: str, rng: np.random.Generator) -> str:
-    """The LLM sometimes adds a colour the IR caption never had (SPEC §8: 52 of 4120 in RegDB)."""
+    """The LLM sometimes adds a colour the IR caption never had (docs/original.md §8: 52 of 4120 in RegDB)."""
     nouns = ("shoes", "sneakers", "footwear", "jeans", "pants", "trousers", "shorts", "jacket",
              "hoodie", "sweater", "shirt")
     present = [n for n in nouns if re.search(rf"\b{n}\b", text)]

@@ -2,7 +2,7 @@
 
 `plan_tree` decides everything (identities, splits, cameras, file names, views, captions)
 without touching the disk; `write_tree` renders the planned shots and writes images, split
-files and Text/ files exactly as SPEC §5.1-5.3 and §9 describe them. Each shot draws from its
+files and Text/ files exactly as docs/original.md §5.1-5.3 and §9 describe them. Each shot draws from its
 own random stream (`seeds.rng(seed, layout, ...)`), so a file's bytes depend only on the seed
 and the file's identity.
 
@@ -179,7 +179,7 @@ def _plan_sysu(seed: int, o: dict) -> Plan:
         folders.setdefault((s.pid, s.cam), []).append(s)
 
     def ordered(cams: tuple[int, ...], ids: list[int]) -> list[Shot]:
-        # SPEC §5.2: ids sorted as zero-padded strings, then cameras in the given order, then
+        # docs/original.md §5.2: ids sorted as zero-padded strings, then cameras in the given order, then
         # sorted file names.
         out = []
         for pid in sorted(ids, key=lambda p: f"{p:04d}"):
@@ -258,7 +258,7 @@ def _plan_regdb(seed: int, o: dict) -> Plan:
         trials[t] = {"train_pids": train, "test_pids": test}
         for split, ids in (("train", train), ("test", test)):
             # Train labels must be 0..C-1; the test column is written the same way but the
-            # folder id in the path is what identifies a test image (SPEC §5.1).
+            # folder id in the path is what identifies a test image (docs/original.md §5.1).
             label = {pid: j for j, pid in enumerate(ids)}
             for modality, name in (("rgb", "visible"), ("ir", "thermal")):
                 rows = sorted((s.pid, s.relpath) for s in shots if s.modality == modality and s.pid in label)
@@ -293,7 +293,7 @@ def _plan_llcm(seed: int, o: dict) -> Plan:
                     name = f"{pid:04d}_c{cam:02d}_s{i:03d}_{tag}.jpg"
                     flat = f"{folder}/{pid:04d}/{name}"
                     if pid in test_set:
-                        # Test images also live in the flat folder (SPEC §5.1 "twins").
+                        # Test images also live in the flat folder (docs/original.md §5.1 "twins").
                         path, twins = f"test_{folder}/cam{cam}/{pid:04d}/{name}", (flat,)
                     else:
                         path, twins = flat, ()

@@ -1,4 +1,4 @@
-"""Removing colour words from a description (the IR rephrase filter of SPEC §8.3).
+"""Removing colour words from a description (the IR rephrase filter of docs/original.md §8.3).
 
 The LLM that rephrases colour-free IR captions hallucinates colours; TVI-LFM removes them so
 that the IR text only says what an infrared camera can see. The original notebook did naive

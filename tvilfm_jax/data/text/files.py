@@ -1,4 +1,4 @@
-"""The Text/ file set of a dataset (SPEC §5.3, §9): file names, contents and writing.
+"""The Text/ file set of a dataset (docs/original.md §5.3, §9): file names, contents and writing.
 
 Files live in ``<root>/Text/<c>_<M>/`` for captioner ``<c>`` (the release: "Blip") and
 modality ``<M>`` ("RGB" or "IR"); ``file_name(kind, M, c)`` names one relative to Text/,

@@ -1,4 +1,4 @@
-"""Reading the Text/ files of a dataset (SPEC §5.3, §9; names in `files`) and matching them to images.
+"""Reading the Text/ files of a dataset (docs/original.md §5.3, §9; names in `files`) and matching them to images.
 
 Problems are reported into the layout reader's `Problems` (add/extend), never raised.
 
