@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 def sysu_tiny(tmp_path_factory):
     """TFDS data_dir holding the built `synthetic/sysu_tiny` (4 identities; 4 steps per epoch at
     P=2, K=2): (name, data_dir)."""
-    from tvilfm_jax.training.inputs import build_synthetic
+    from tfds_builders.prepare import build_synthetic
 
     name, data_dir = "synthetic/sysu_tiny", tmp_path_factory.mktemp("sysu_tiny_tfds")
     build_synthetic(name, str(data_dir))
