@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-from absl import flags
-from ml_collections import config_flags
 
 from tvilfm_jax import checkpoints, demo
 from tvilfm_jax.training import config as train_config
 from tvilfm_jax.training import loop
+
+from test_train_config import load as load_config  # parses --config like the train CLI
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC = ROOT / "configs" / "synthetic.py"
@@ -41,15 +41,6 @@ TIMEOUT = 600
 def tiny_flags(sysu_tiny) -> list[str]:
     name, data_dir = sysu_tiny
     return [f"--config.data.name={name}", f"--config.data.data_dir={data_dir}", *TINY]
-
-
-def load_config(spec: str, *overrides: str):
-    """The config `--config=<spec> <overrides>` gives the train CLI."""
-    argv = ["train", f"--config={spec}", *overrides]
-    values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True, sys_argv=argv)
-    values(argv)
-    return values.config
 
 
 def cli(module: str, *args: str, timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
