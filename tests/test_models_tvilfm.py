@@ -1,4 +1,4 @@
-"""The assembled TVILFM model: config, init, stage-1/2 forwards, eval heads and embeddings (docs/original.md §3, §6.2-6.3).
+"""The assembled TVILFM model: config, init, stage-1/2 forwards, eval heads (docs/original.md §3, §6.2-6.3).
 
 A tiny configuration (ResNet blocks (1,1,1,1), width 4 -> D = 128; a 1-layer text tower) keeps
 this fast; parity of the parts against PyTorch is in test_models_visual.py / test_conversion.py.
