@@ -3,8 +3,9 @@
 Extraction stops before the BN-neck and keeps the pre-neck features (GeM image features, EOT
 caption features), so that one pass serves every protocol, text source and trial: the query
 embeddings of docs/original.md §6.2-6.3 are then cheap functions of those features (the model's
-heads, `TVILFM.gallery_heads` / `query_heads`), whatever caption each query is given. Images go to the device as uint8 and are normalised in
-the jitted function (ToTensor + ImageNet Normalize, as `data.transforms.normalize`).
+heads, `TVILFM.gallery_heads` / `query_heads`), whatever caption each query is given. Images go
+to the device as uint8 and are normalised in the jitted function (ToTensor + ImageNet Normalize,
+as `data.transforms.normalize`).
 
 Flip test-time augmentation (not in the original, docs/original.md §6.1) averages the GeM features of an
 image and of its mirror image before the neck. BN in eval mode is affine, so this equals
