@@ -31,11 +31,15 @@ def parse(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS, doc:
     program name first. An unknown flag, a bad value, a missing required flag or more than
     `max_positional` positional arguments fails with one line.
 
-    doc: the program's usage text; with it, -h/--help prints doc and every flag with its default,
-    and exits 0 (absl's own help flags only serve the global FLAGS, which `absl.app.run` sets up).
+    doc: the program's usage text; with it, -h/--help prints doc and the program's flags with
+    their defaults, and exits 0 (absl's own --help, set up by `absl.app.run`, exits 1; --helpfull
+    still lists absl's flags too).
     """
     if doc is not None and any(arg in HELP_ARGS for arg in argv[1:]):
-        print(f"{doc.rstrip()}\n\nflags:\n{flag_values.get_help(include_special_flags=False)}")
+        # The global FLAGS also hold absl's and the libraries' flags: list the program's own.
+        listing = (flag_values.main_module_help() if flag_values is flags.FLAGS
+                   else flag_values.get_help(include_special_flags=False))
+        print(f"{doc.rstrip()}\n\nflags:\n{listing}")
         sys.exit(0)
     try:
         args = flag_values(list(argv))
