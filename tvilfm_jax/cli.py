@@ -25,17 +25,16 @@ def fail(message: object) -> NoReturn:
     raise SystemExit("error: " + " ".join(str(message).splitlines()))
 
 
-def parse(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS, doc: str | None = None,
-          max_positional: int = 0) -> list[str]:
+def parse(argv: Sequence[str], flag_values: flags.FlagValues, doc: str, max_positional: int = 0) -> list[str]:
     """Parses argv (program name first) into `flag_values`; returns the positional arguments,
     program name first. An unknown flag, a bad value, a missing required flag or more than
     `max_positional` positional arguments fails with one line.
 
-    doc: the program's usage text; with it, -h/--help prints doc and the program's flags with
-    their defaults, and exits 0 (absl's own --help, set up by `absl.app.run`, exits 1; --helpfull
-    still lists absl's flags too).
+    -h/--help prints `doc` (the program's usage) and the program's flags with their defaults, and
+    exits 0 (absl's own --help, which `absl.app.run` sets up, exits 1; --helpfull still lists
+    every library's flags too).
     """
-    if doc is not None and any(arg in HELP_ARGS for arg in argv[1:]):
+    if any(arg in HELP_ARGS for arg in argv[1:]):
         # The global FLAGS also hold absl's and the libraries' flags: list the program's own.
         listing = (flag_values.main_module_help() if flag_values is flags.FLAGS
                    else flag_values.get_help(include_special_flags=False))

@@ -63,7 +63,7 @@ def main(argv: list[str]) -> None:
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing (`cli.parse`), with a one-line error for a misspelt --config.<key> too."""
     with exit_on_unknown_override():
-        return cli.parse(argv, doc=__doc__)
+        return cli.parse(argv, flags.FLAGS, __doc__)
 
 
 if __name__ == "__main__":

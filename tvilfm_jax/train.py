@@ -85,7 +85,7 @@ def main(argv: list[str], make_evaluate=None) -> None:
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing (`cli.parse`), with a one-line error for a misspelt --config.<key> too."""
     with exit_on_unknown_override(_DEFAULT_CONFIG):
-        return cli.parse(argv, doc=__doc__)
+        return cli.parse(argv, flags.FLAGS, __doc__)
 
 
 if __name__ == "__main__":
