@@ -24,7 +24,8 @@ from ml_collections import config_flags
 from tvilfm_jax import cli
 from tvilfm_jax.training.config import exit_on_unknown_override
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file[:arg], e.g. configs/sysu.py",
+_CONFIG = config_flags.DEFINE_config_file("config", None,
+                                          "experiment config file[:arg] (required), e.g. configs/sysu.py",
                                           lock_config=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "checkpoint directory (config.json + variables/)")
 _WORKDIR = flags.DEFINE_string("workdir", None, "training run directory (evaluates its variables/<which> export)")
