@@ -1,7 +1,8 @@
 """Defaults shared by every experiment config (docs/original.md §2), and the helpers the dataset configs use.
 
-A dataset config (sysu.py, regdb.py, llcm.py, synthetic.py) builds on `base_config()`, applies
-its per-dataset overrides with `stage_overrides`, and returns `finalize(config)`: the tree is
+A dataset config (sysu.py, regdb.py, llcm.py, synthetic.py) reads its `:key=value` argument with
+`parse_arg`, builds on `base_config(stage, recipe)`, sets its dataset and per-dataset overrides
+(`sysu_llcm_stage2` for the SYSU and LLCM stage 2), and returns `finalize(config)`: the tree is
 locked, so a misspelt `--config.optim.lr_visul=...` is an error instead of a silent new key.
 
 Config files are loaded by path (absl `config_flags`), not imported as a package, so a dataset
@@ -10,9 +11,10 @@ config loads this file by its path too (the few `importlib` lines at its top).
 The tree (what each key does is documented where it is defined below):
   stage, recipe, seed
   data     TFDS dataset, batch shape (P identities x K images), augmentation, input workers
-  model    network size and compute dtype (num_classes comes from the dataset)
+  model    network size, fusion and compute dtype (num_classes comes from the dataset)
   optim    docs/original.md §4.5-4.6 parameter groups and schedule (read by tvilfm_jax.optim)
-  train    epochs, logging / checkpoint / evaluation cadence
+  train    epochs, logging / checkpoint / evaluation cadence, the best-model metric
+  eval     what the evaluator scores (read by tvilfm_jax.eval.settings)
   init     the checkpoint a run starts from
 """
 
