@@ -1,4 +1,4 @@
-"""Convert PyTorch weights into the orbax checkpoint that training/evaluation start from.
+"""Convert PyTorch weights into the model artifact (`tvilfm_jax.artifacts`) that training/evaluation start from.
 
   python -m tvilfm_jax.convert --kind torchvision --input resnet50-0676ba61.pth --clip RN50.pt \
       --num-classes 395 --output ckpt/sysu_init
@@ -21,7 +21,7 @@ import sys
 
 import jax
 
-from tvilfm_jax import checkpoints
+from tvilfm_jax import artifacts
 from tvilfm_jax.conversion.clip_text import convert_openai_clip
 from tvilfm_jax.conversion.common import load_torch_checkpoint
 from tvilfm_jax.conversion.official import convert_official, has_backup
@@ -93,18 +93,18 @@ def convert(args: argparse.Namespace) -> tuple[ModelConfig, dict]:
         variables = add_backup(variables)
     # Converted parts must fit the model the config builds; this names any key that does not.
     expected = jax.eval_shape(lambda: init_variables(config, jax.random.key(0)))
-    checkpoints.check_tree(checkpoints.tree_shapes(variables), checkpoints.tree_shapes(expected), args.input)
+    artifacts.check_tree(artifacts.tree_shapes(variables), artifacts.tree_shapes(expected), args.input)
     return config, variables
 
 
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
-    existing = os.path.abspath(os.path.join(args.output, checkpoints.VARIABLES_DIR))
+    existing = os.path.abspath(os.path.join(args.output, artifacts.VARIABLES_DIR))
     if os.path.exists(existing) and not args.overwrite:
         raise SystemExit(f"error: {existing} already exists; pass --overwrite to replace it")
     try:
         config, variables = convert(args)
-        path = checkpoints.save_variables(args.output, variables, config, overwrite=args.overwrite)
+        path = artifacts.save_model(args.output, variables, config, overwrite=args.overwrite)
     except (OSError, ValueError) as err:  # ConversionError is a ValueError; report, no traceback
         raise SystemExit(f"error: {err}") from err
     count = sum(x.size for x in jax.tree_util.tree_leaves(variables["params"]))
