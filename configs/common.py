@@ -121,10 +121,10 @@ def base_config(stage: str = "base", recipe: str = "paper") -> ml_collections.Co
     c.train.log_every_steps = 50
     # The latest checkpoint is written every this many steps and at every epoch end.
     c.train.checkpoint_every_steps = 500
-    # How many latest checkpoints to keep (the best one is kept apart).
+    # How many latest checkpoints to keep (the best model is exported apart, to <workdir>/models/best).
     c.train.keep_checkpoints = 2
     # Evaluation after epoch e (0-based) when e + 1 >= eval_start_epoch and (e + 1) % eval_every_epochs
-    # == 0 (docs/original.md §6.7); the best checkpoint is the one with the highest `best_metric` (ties: later),
+    # == 0 (docs/original.md §6.7); the best model is the one with the highest `best_metric` (ties: later),
     # a key of the evaluation's metrics: "<modality>/<R1|R5|R10|R20|mAP|mINP>" of the main protocol,
     # or "rank1" = R1 of its primary modality (MER if scored, else Fusion, Text, IR). The paper
     # selects stage 1 by IR R1 (the only modality scored) and stage 2 by Fusion R1 (the official
@@ -162,8 +162,8 @@ def base_config(stage: str = "base", recipe: str = "paper") -> ml_collections.Co
     c.eval.ranking_top_k = 10
 
     c.init = ml_collections.ConfigDict()
-    # A variables checkpoint (tvilfm_jax.checkpoints layout: config.json + variables/), e.g. from
-    # `python -m tvilfm_jax.convert` or `<stage-1 workdir>/variables/last`. Stage "base": optional
+    # A model artifact (tvilfm_jax.artifacts: model.json + variables/), e.g. from
+    # `python -m tvilfm_jax.convert` or `<stage-1 workdir>/models/last`. Stage "base": optional
     # (random init when empty); stage "tvilfm": required (the stage-1 model).
     c.init.checkpoint = ""
     return c

@@ -2,7 +2,7 @@ r"""The embedded default: synthetic people, a small network, small images; runs 
 
     python -m tvilfm_jax.train --workdir runs/synthetic_base
     python -m tvilfm_jax.train --config configs/synthetic.py:stage=tvilfm --workdir runs/synthetic_tvilfm \
-        --config.init.checkpoint=runs/synthetic_base/variables/last
+        --config.init.checkpoint=runs/synthetic_base/models/last
 
 Arguments: stage=base|tvilfm, recipe=paper|clean, layout=sysu|regdb|llcm (which synthetic
 TFDS config: `synthetic/<layout>`, built into data.data_dir on first use), epochs=N (0: the

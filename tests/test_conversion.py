@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from tvilfm_jax import checkpoints
+from tvilfm_jax import artifacts
 from tvilfm_jax.conversion.common import ConversionError
 from tvilfm_jax.conversion.official import convert_official
 from tvilfm_jax.conversion.resnet import convert_torchvision_resnet
@@ -145,22 +145,40 @@ def test_checkpoint_roundtrip_and_mismatch_errors(tmp_path):
     tree = {"params": {"neck": {"classifier": {"kernel": np.arange(D * C, dtype=np.float32).reshape(D, C)}},
                        "gem": {"p": np.array([3.0], np.float32)}},
             "batch_stats": {"neck": {"bn": {"mean": np.linspace(0, 1, D, dtype=np.float32)}}}}
-    checkpoints.save_variables(tmp_path / "ckpt", tree, config)
-    assert checkpoints.load_config(tmp_path / "ckpt") == config
-    restored = checkpoints.load_variables(tmp_path / "ckpt", expected=tree)
+    artifacts.save_model(tmp_path / "ckpt", tree, config)
+    assert artifacts.is_complete(tmp_path / "ckpt")
+    assert artifacts.load_model_config(tmp_path / "ckpt") == config
+    restored = artifacts.load_variables(tmp_path / "ckpt", expected=tree)
     for path, value in jax.tree_util.tree_leaves_with_path(tree):
         np.testing.assert_array_equal(dict(jax.tree_util.tree_leaves_with_path(restored))[path], value)
     with pytest.raises(FileExistsError):
-        checkpoints.save_variables(tmp_path / "ckpt", tree, config)
+        artifacts.save_model(tmp_path / "ckpt", tree, config)
 
     wrong = jax.tree_util.tree_map(lambda x: x, tree)
     wrong["params"]["neck"]["classifier"]["kernel"] = jax.ShapeDtypeStruct((D, C + 1), np.float32)
-    with pytest.raises(checkpoints.CheckpointMismatchError,
+    with pytest.raises(artifacts.CheckpointMismatchError,
                        match=rf"params/neck/classifier/kernel: stored shape \({D}, {C}\), expected \({D}, {C + 1}\)"):
-        checkpoints.load_variables(tmp_path / "ckpt", expected=wrong)
+        artifacts.load_variables(tmp_path / "ckpt", expected=wrong)
     del wrong["params"]["gem"]
-    with pytest.raises(checkpoints.CheckpointMismatchError, match=r"unexpected params/gem/p \(shape \(1,\)\)"):
-        checkpoints.load_variables(tmp_path / "ckpt", expected=wrong)
+    with pytest.raises(artifacts.CheckpointMismatchError, match=r"unexpected params/gem/p \(shape \(1,\)\)"):
+        artifacts.load_variables(tmp_path / "ckpt", expected=wrong)
+
+
+def test_a_model_in_the_old_layout_is_refused_with_the_fix(tmp_path):
+    config = tiny_config(backup=False)
+    old = tmp_path / "old"
+    artifacts.save_model(old, {"params": {"gem": {"p": np.array([3.0], np.float32)}}, "batch_stats": {}}, config)
+    (old / "model.json").rename(old / "config.json")  # as the layout before model.json wrote it
+    assert not artifacts.is_complete(old)
+    with pytest.raises(artifacts.OldLayoutError) as err:
+        artifacts.load_model(old)
+    assert str(err.value) == (f"{old} is a model in the old layout (config.json + variables/); rename its config "
+                              f"file: mv {old / 'config.json'} {old / 'model.json'}")
+    os.replace(old / "config.json", old / "model.json")  # the fix it names
+    assert artifacts.load_model_config(old) == config
+    with pytest.raises(FileNotFoundError) as err:
+        artifacts.load_model_config(tmp_path / "none")
+    assert str(err.value) == f"model config not found: {tmp_path / 'none' / 'model.json'}"
 
 
 @pytest.mark.slow
@@ -175,7 +193,7 @@ def test_convert_cli_torchvision_resnet50_roundtrip(tmp_path):
             "--output", str(tmp_path / "ckpt"),
             "--model_json", json.dumps({"text": {"vocab_size": 64, "width": 16, "layers": 1, "heads": 2}})]
     convert.main(argv)
-    config, loaded = checkpoints.load_checkpoint(tmp_path / "ckpt")
+    config, loaded = artifacts.load_model(tmp_path / "ckpt")
     assert config.resnet_blocks == (3, 4, 6, 3) and config.num_classes == 7 and not config.backup
     _, expected = convert.convert(convert.parse_args(argv))  # deterministic: same seed, same input
     flat_loaded = dict(jax.tree_util.tree_leaves_with_path(loaded))
@@ -197,7 +215,7 @@ def test_convert_cli_official_stage1_with_backup_copy(tmp_path):
     common = ["--kind", "official", "--input", str(tmp_path / "base.pth"), "--num_classes", str(C),
               "--model_json", json.dumps({"resnet_blocks": BLOCKS, "resnet_width": WIDTH, "text": TEXT})]
     convert.main([*common, "--backup", "copy", "--output", str(tmp_path / "stage2_init")])
-    config, loaded = checkpoints.load_checkpoint(tmp_path / "stage2_init")
+    config, loaded = artifacts.load_model(tmp_path / "stage2_init")
     assert config == tiny_config(backup=True)
     for collection in ("params", "batch_stats"):
         for src, dst in (("gem", "backup_gem"), ("neck", "backup_neck")):

@@ -41,7 +41,7 @@ def test_demo_trains_both_stages_and_text_helps(demo_run):
     cwd, out = demo_run
     run = cwd / "runs" / "demo"
     for stage in ("base", "tvilfm"):
-        assert (run / stage / "variables" / "last" / "config.json").is_file()
+        assert (run / stage / "models" / "last" / "model.json").is_file()
         assert f"stage {stage}: trained in" in out
     report = json.loads((run / "eval" / "report.json").read_text())
     means = {c["text_source"]: {m: r["mean"] for m, r in c["results"].items()} for c in report["conditions"]}

@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from tfds_builders.llcm import llcm_dataset_builder
-from tvilfm_jax import checkpoints
+from tvilfm_jax import artifacts
 from tvilfm_jax.data.layouts import DatasetCountWarning
 from tvilfm_jax.data.synthetic import write_tree
 from tvilfm_jax.eval import runner
@@ -66,7 +66,7 @@ def built(tmp_path_factory):
         llcm_dataset_builder.Builder(data_dir=str(data_dir)).download_and_prepare(
             file_format="array_record", download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
     variables = jax.jit(lambda key: add_backup(init_variables(CONFIG, key, HW)))(jax.random.key(0))
-    checkpoint = checkpoints.save_variables(base / "checkpoint", variables, EXPORTED)
+    checkpoint = artifacts.save_model(base / "checkpoint", variables, EXPORTED)
     config = base / "eval_config.py"
     config.write_text(CONFIG_FILE.format(data_dir=str(data_dir), hw=HW))
     return {"root": root, "data_dir": data_dir, "checkpoint": checkpoint, "config": config, "base": base}
@@ -160,10 +160,18 @@ def test_settings_from_config_and_loading_errors(built, tmp_path):
 
     with pytest.raises(ValueError, match="exactly one of --checkpoint"):
         runner.load_model(built["checkpoint"], workdir=tmp_path)
-    with pytest.raises(ValueError, match="has no variables/best export"):
+    with pytest.raises(ValueError, match="has no models/best export"):
         runner.load_model(workdir=tmp_path)
-    with pytest.raises(FileNotFoundError, match="checkpoint config not found"):
+    with pytest.raises(ValueError, match=r"which must be one of \('last', 'best'\), got 'first'"):
+        runner.load_model(workdir=tmp_path, which="first")
+    with pytest.raises(FileNotFoundError, match="model config not found"):
         runner.load_model(tmp_path)
+    (tmp_path / "variables").mkdir()  # a run directory in the layout before models/
+    with pytest.raises(ValueError) as err:
+        runner.load_model(workdir=tmp_path)
+    assert str(err.value).startswith(f"{tmp_path} is a run directory in the old layout (it has variables/): move "
+                                     "variables/ to models/, rename models/*/config.json to model.json")
+    (tmp_path / "variables").rmdir()
     with pytest.raises(ValueError, match="config.data.name must name the dataset"):
         runner.load_test_set({"data": {}})
     config, variables, described = runner.load_model(built["checkpoint"])

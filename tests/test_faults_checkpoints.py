@@ -24,11 +24,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tvilfm_jax import checkpoints
+from tvilfm_jax import artifacts
 from tvilfm_jax.eval import runner
 from tvilfm_jax.models.text import TextConfig
 from tvilfm_jax.models.tvilfm import ModelConfig, init_variables
-from tvilfm_jax.training import checkpointing
+from tvilfm_jax.training import checkpointing, initialization
 from tvilfm_jax.training.state import TrainState
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,13 +50,14 @@ import sys
 import jax
 import optax
 from tests.test_faults_checkpoints import TINY_MODEL, tiny_variables
-from tvilfm_jax.training import checkpointing, mesh
+from tvilfm_jax import artifacts
+from tvilfm_jax.training import mesh
 from tvilfm_jax.training.state import create_state
 
 two = mesh.make_mesh()
 assert two.devices.size == 2, two
 state = create_state(mesh.replicate(tiny_variables(), two), optax.sgd(0.1), seed=0)
-checkpointing.export_variables(sys.argv[1], state, TINY_MODEL)
+artifacts.save_model(sys.argv[1], mesh.to_host(state.variables()), TINY_MODEL, overwrite=True)
 """
 
 
@@ -64,7 +65,7 @@ def test_an_export_of_a_two_device_run_loads_on_one_device(tmp_path):
     workdir = tmp_path / "run"
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    subprocess.run([sys.executable, "-c", EXPORT_ON_TWO_DEVICES, str(workdir / "variables" / "last")],
+    subprocess.run([sys.executable, "-c", EXPORT_ON_TWO_DEVICES, str(workdir / "models" / "last")],
                    cwd=ROOT, env=env, check=True, timeout=600)
     assert jax.device_count() == 1
     expected = tiny_variables()
@@ -74,8 +75,8 @@ def test_an_export_of_a_two_device_run_loads_on_one_device(tmp_path):
     assert all(isinstance(leaf, np.ndarray) for leaf in jax.tree_util.tree_leaves(variables))
     assert_trees_equal(variables, expected)
     # ... and as a stage-2 run's init.checkpoint.
-    stage2 = checkpointing.load_init_variables(str(workdir / "variables" / "last"),
-                                               dataclasses.replace(TINY_MODEL, backup=True))
+    stage2 = initialization.load_init_variables(str(workdir / "models" / "last"),
+                                                dataclasses.replace(TINY_MODEL, backup=True))
     assert_trees_equal(stage2["params"]["backup_neck"], expected["params"]["neck"])
     assert_trees_equal(stage2["params"]["visual"], expected["params"]["visual"])
 
@@ -143,7 +144,7 @@ def test_a_step_that_leaves_a_non_finite_state_is_never_saved_and_the_named_chec
     steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir())
     assert steps == [1, 2, 3, 4]
     assert non_finite_count(saved_state(workdir, kept)) == 0
-    assert not (workdir / "variables").exists()
+    assert not (workdir / "models").exists()
     # The named checkpoint, with a sane lr, trains on to the end (a copy: a fresh run
     # directory, so this does not depend on how a resume treats a changed config).
     restart = tmp_path / "restart"
@@ -154,7 +155,7 @@ def test_a_step_that_leaves_a_non_finite_state_is_never_saved_and_the_named_chec
     losses = [r["loss"] for r in map(json.loads, (restart / "metrics.jsonl").read_text().splitlines())
               if r["kind"] == "train"]
     assert len(losses) == 4 and np.isfinite(losses).all(), losses
-    config, variables = checkpoints.load_checkpoint(restart / "variables" / "last")
+    config, variables = artifacts.load_model(restart / "models" / "last")
     assert non_finite_count(variables) == 0
 
 

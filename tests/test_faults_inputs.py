@@ -16,7 +16,7 @@ import jax
 import pytest
 
 from tfds_builders.synthetic import synthetic_dataset_builder
-from tvilfm_jax import checkpoints, convert
+from tvilfm_jax import artifacts, convert
 from tvilfm_jax.eval import runner
 from tvilfm_jax.eval.settings import EvalSettings
 from tvilfm_jax.models.text import TextConfig
@@ -168,17 +168,17 @@ TINY_MODEL = ModelConfig(num_classes=2, resnet_blocks=(1, 1, 1, 1), resnet_width
 
 
 def test_evaluate_refuses_text_queries_of_a_stage1_model(trees, tmp_path):
-    """A stage-1 export (backup=false in its config.json) has an untrained text tower: its
+    """A stage-1 export (backup=false in its model.json) has an untrained text tower: its
     Text/Fusion/MER numbers used to be reported with exit 0."""
     variables = jax.jit(lambda key: init_variables(TINY_MODEL, key, (32, 16)))(jax.random.key(0))
-    checkpoint = checkpoints.save_variables(tmp_path / "stage1", variables, TINY_MODEL)
+    checkpoint = artifacts.save_model(tmp_path / "stage1", variables, TINY_MODEL)
     (tmp_path / "stage2.py").write_text(STAGE2_EVAL_CONFIG)
     done = subprocess.run(
         [sys.executable, "-m", "tvilfm_jax.evaluate", f"--config={tmp_path / 'stage2.py'}", f"--checkpoint={checkpoint}",
          f"--dataset_root={trees / 'llcm'}", f"--output={tmp_path / 'report'}", "--noprogress"],
         env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode != 0, done.stdout[-2000:]
-    assert (f"{checkpoint} is a stage-1 model (its config.json has backup=false: stage 'base' never trains the text "
+    assert (f"{checkpoint} is a stage-1 model (its model.json has backup=false: stage 'base' never trains the text "
             "tower), but the config asks for text/fusion/mer queries") in done.stderr
     assert not (tmp_path / "report").exists()
     # What stays allowed: IR queries of a stage-1 model, every query of a stage-2 one.

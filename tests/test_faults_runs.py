@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tvilfm_jax import checkpoints, demo
+from tvilfm_jax import artifacts, demo, run_layout
+from tvilfm_jax.eval import runner
 from tvilfm_jax.training import config as train_config
 from tvilfm_jax.training import loop
 
@@ -65,7 +66,7 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, sysu_tiny):
-    """(workdir, config) of a finished stage-1 run (checkpoint 4, variables/last)."""
+    """(workdir, config) of a finished stage-1 run (checkpoint 4, models/last)."""
     config = load_config(f"{SYNTHETIC}:stage=base", *tiny_flags(sysu_tiny))
     workdir = tmp_path_factory.mktemp("faults") / "finished"
     loop.run(config, str(workdir))
@@ -132,21 +133,32 @@ def test_bad_workdir_and_init_checkpoint_are_refused_before_anything_is_written(
     missing = tmp_path / "no_such_model"
     new = tmp_path / "stage2"
     error = one_line_error(train(new, sysu_tiny, f"--config.init.checkpoint={missing}", stage="tvilfm"))
-    assert error == f"error: config.init.checkpoint {missing}: checkpoint config not found: {missing}/config.json"
+    assert error == f"error: config.init.checkpoint {missing}: model config not found: {missing}/model.json"
     assert not new.exists()
 
     run, _ = finished
     error = one_line_error(train(new, sysu_tiny, f"--config.init.checkpoint={run}", stage="tvilfm"))
     assert error == (f"error: config.init.checkpoint {run} is a training workdir, not a model checkpoint: pass its "
-                     f"export {run}/variables/last")
+                     f"export {run}/models/last")
     assert not new.exists()
 
-    export = run / "variables" / "last"
+    export = run / "models" / "last"
     error = one_line_error(train(new, sysu_tiny, f"--config.init.checkpoint={export}", "--config.model.resnet_width=16",
                                  stage="tvilfm"))
     assert error.startswith(f"error: init.checkpoint {export}: its model differs from the configured one: ") and (
         "resnet_width: 8 vs 16" in error), error
     assert not new.exists()
+
+    old = tmp_path / "old_layout"  # a run directory from before models/: its exports in variables/
+    shutil.copytree(run, old)
+    (old / "models").rename(old / "variables")
+    before = sorted(p.relative_to(old) for p in old.rglob("*"))
+    assert one_line_error(train(old, sysu_tiny)) == f"error: {run_layout.old_layout_problem(old)}"
+    assert run_layout.old_layout_problem(old).startswith(f"{old} is a run directory in the old layout (it has "
+                                                         "variables/): move variables/ to models/")
+    assert sorted(p.relative_to(old) for p in old.rglob("*")) == before  # nothing written, not even the lock
+    with pytest.raises(ValueError, match="is a run directory in the old layout"):  # as evaluate --workdir loads it
+        runner.load_model(workdir=old, which="last")
 
 
 def test_misspelt_config_key_is_one_line_naming_the_closest_key(tmp_path):
@@ -195,21 +207,21 @@ def test_resuming_with_a_changed_config_is_refused_unless_allowed_and_recorded(t
 # --- 5. a stage killed while exporting ----------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("lost", ["config.json", "variables"])
+@pytest.mark.parametrize("lost", ["model.json", "variables"])
 def test_demo_resumes_a_stage_whose_export_was_not_finished(tmp_path, finished, capsys, lost):
-    """Killed between the variables tree and the config file (the export writes it last), or
+    """Killed between the variables tree and model.json (the export writes it last), or
     before orbax renamed the variables tree into place."""
     run, config = finished
     workdir = tmp_path / "base"
     shutil.copytree(run, workdir)
-    last = workdir / "variables" / "last"
+    last = workdir / "models" / "last"
     target = last / lost
     shutil.rmtree(target) if target.is_dir() else target.unlink()
     assert demo.train_stage(config, workdir) == last
     out = capsys.readouterr().out
     assert "reusing the finished run" not in out and f"the export {last} is incomplete" in out
-    assert demo.export_complete(last)
-    model_config, _ = checkpoints.load_checkpoint(last)
+    assert artifacts.is_complete(last)
+    model_config, _ = artifacts.load_model(last)
     assert model_config.num_classes == 4
     assert demo.train_stage(config, workdir) == last  # now finished
     assert "stage base: reusing the finished run" in capsys.readouterr().out

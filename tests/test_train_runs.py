@@ -33,7 +33,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tfds_builders.prepare import build_synthetic
-from tvilfm_jax import checkpoints
+from tvilfm_jax import artifacts
 
 pytestmark = pytest.mark.slow
 
@@ -133,7 +133,7 @@ def runs(tmp_path_factory):
 def second_wave(runs):
     """Runs that start from `full`'s model, or only share its compiled program."""
     full = runs.wait("full")
-    base_model = full / "variables" / "last"
+    base_model = full / "models" / "last"
     runs.start("killed", "--stop_after_steps=7")
     runs.start("tvilfm", f"--config.init.checkpoint={base_model}", stage="tvilfm")
     runs.start("tvilfm_clean", f"--config.init.checkpoint={base_model}", stage="tvilfm,recipe=clean")
@@ -165,14 +165,22 @@ app.run(functools.partial(train.main, make_evaluate=make_evaluate))
 
 
 def load_model(directory: Path):
-    """(ModelConfig, variables as writable numpy) of a variables export."""
-    config, variables = checkpoints.load_checkpoint(directory)
+    """(ModelConfig, variables as writable numpy) of a model export."""
+    config, variables = artifacts.load_model(directory)
     return config, jax.tree_util.tree_map(np.array, variables)
 
 
 def records(workdir: Path, kind: str) -> list[dict]:
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def best_in_meta(workdir: Path) -> dict:
+    """The best evaluation so far as the last checkpoint's meta records it; the train state of
+    that step is not kept apart (only its model export, models/best)."""
+    assert not (workdir / "best").exists()
+    last = max(int(p.name) for p in (workdir / "checkpoints").iterdir())
+    return json.loads((workdir / "checkpoints" / str(last) / "meta" / "metadata").read_text())["best"]
 
 
 def saved_state(workdir: Path, step: int) -> dict:
@@ -235,7 +243,7 @@ def test_cli_run_writes_config_metrics_checkpoints_and_model(runs):
     assert [r["step"] for r in records(full, "epoch")] == [4, 8, 12]
     assert list((full / "tensorboard").iterdir())
     assert sorted(int(p.name) for p in (full / "checkpoints").iterdir()) == [4, 6, 8, 12]
-    config, variables = load_model(full / "variables" / "last")
+    config, variables = load_model(full / "models" / "last")
     assert (config.num_classes, config.resnet_width, config.backup) == (4, 8, False)
     assert_trees_close(variables, saved_state(full, TOTAL), 0, 0, "export vs last checkpoint")
     assert f"finished {TOTAL} steps" in runs.output("full")
@@ -254,7 +262,7 @@ def test_one_and_four_devices_take_the_same_steps(runs):
     four = [r["loss"] for r in records(dev4, "train")]
     np.testing.assert_allclose(four, one, rtol=2e-5)
     assert_same_training_state(saved_state(dev4, 4), saved_state(full, 4), "1 vs 4 devices")
-    assert not (dev4 / "variables" / "last").exists()  # stopped before the end: no final export
+    assert not (dev4 / "models" / "last").exists()  # stopped before the end: no final export
 
 
 def test_two_processes_take_the_same_steps_as_one_process(runs):
@@ -281,8 +289,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(second_wave):
     runs.wait("resumed")
     assert "resumed" in runs.output("resumed") and "at step 6 (epoch 1)" in runs.output("resumed")
     # Bitwise: same program, same restored arrays, same input stream.
-    _, a = load_model(full / "variables" / "last")
-    _, b = load_model(killed / "variables" / "last")
+    _, a = load_model(full / "models" / "last")
+    _, b = load_model(killed / "models" / "last")
     assert_trees_close(b, a, 0, 0, "resumed vs uninterrupted")
     # One continuous metrics file, equal to the uninterrupted run's (timings aside).
     for kind in ("train", "epoch"):
@@ -304,8 +312,8 @@ def test_stage2_trains_text_and_neck_only(second_wave, recipe):
     runs = second_wave
     name = "tvilfm" if recipe == "paper" else "tvilfm_clean"
     workdir = runs.wait(name)
-    _, init = load_model(runs.wait("full") / "variables" / "last")
-    config, out = load_model(workdir / "variables" / "last")
+    _, init = load_model(runs.wait("full") / "models" / "last")
+    config, out = load_model(workdir / "models" / "last")
     assert config.backup and config.num_classes == 4
     p0, p1 = init["params"], out["params"]
     assert_trees_close(_visual(p1), _visual(p0), 0, 0, "frozen visual params")
@@ -335,7 +343,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(runs):
     assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir())[-1] == kept == STEPS_PER_EPOCH
     assert all(np.isfinite(v).all() for v in flat(saved_state(workdir, kept)).values())
     assert max(r["step"] for r in records(workdir, "train")) < bad_step  # no non-finite record either
-    assert not (workdir / "variables").exists()
+    assert not (workdir / "models").exists()
 
 
 
@@ -344,10 +352,10 @@ def test_evaluation_hook_schedule_and_best_checkpoint(second_wave):
     workdir = runs.wait("evaluated")
     evals = records(workdir, "eval")
     assert [(r["step"], r["epoch"], r["rank1"], r["mAP"]) for r in evals] == [(8, 1, 0.5, 0.08), (12, 2, 0.5, 0.12)]
-    assert [p.name for p in (workdir / "best").iterdir()] == ["12"]  # ties go to the later epoch
-    config, best = load_model(workdir / "variables" / "best")
+    assert best_in_meta(workdir)["step"] == 12  # ties go to the later epoch
+    config, best = load_model(workdir / "models" / "best")
     assert_trees_close(best, saved_state(workdir, 12), 0, 0, "best export vs step-12 checkpoint")
-    assert not (runs.wait("full") / "best").exists()  # no evaluation, no best checkpoint
+    assert not (runs.wait("full") / "models" / "best").exists()  # no evaluation, no best model
 
 
 def test_training_runs_the_evaluator_and_keeps_the_best_model(second_wave):
@@ -362,8 +370,8 @@ def test_training_runs_the_evaluator_and_keeps_the_best_model(second_wave):
         assert r["rank1"] == r["mer/R1"]  # MER is the main stage-2 number, as the original's CAT_EVAL
     # ... but the paper recipe keeps the best Fusion R1, as the official stage-2 script.
     best_step = max(evals, key=lambda r: (r["fusion/R1"], r["step"]))["step"]
-    assert [p.name for p in (workdir / "best").iterdir()] == [str(best_step)]
+    assert best_in_meta(workdir)["step"] == best_step
     assert "best model so far by fusion/R1" in runs.output("tvilfm_eval")
-    config, best = load_model(workdir / "variables" / "best")
+    config, best = load_model(workdir / "models" / "best")
     assert config.backup
     assert_trees_close(best, saved_state(workdir, best_step), 0, 0, "best export vs its checkpoint")

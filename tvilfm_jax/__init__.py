@@ -9,8 +9,8 @@ Subpackages:
   eval        test sets, features, scoring, retrieval metrics, reports
   generators  BLIP captions, LLM rephrases and the colour filter -> Text/ files (torch extra)
 
-Modules: `losses`, `optim`, `viz` (report figures), `checkpoints` (a model on disk: config.json
-+ variables/), `cli` (what the command lines share). Command lines (`python -m tvilfm_jax.X`):
+Modules: `losses`, `optim`, `viz` (report figures), `artifacts` (a model on disk: model.json +
+variables/), `run_layout` (a training run directory), `cli` (what the command lines share). Command lines (`python -m tvilfm_jax.X`):
 `train`, `evaluate`, `convert`, `demo`, `generators`.
 """
 

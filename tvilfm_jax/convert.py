@@ -1,5 +1,5 @@
-r"""Convert PyTorch weights into a model checkpoint (config.json + orbax variables/): the start of
-a training run (`--config.init.checkpoint`) or a model to score (`tvilfm_jax.evaluate --checkpoint`).
+r"""Convert PyTorch weights into the model artifact (`tvilfm_jax.artifacts`: model.json + orbax
+variables/) that a training run (`--config.init.checkpoint`) or an evaluation (`--checkpoint`) starts from.
 
   python -m tvilfm_jax.convert --kind torchvision --input resnet50-0676ba61.pth --clip RN50.pt \
       --num_classes 395 --output ckpt/sysu_init
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import jax
 from absl import flags
 
-from tvilfm_jax import checkpoints, cli
+from tvilfm_jax import artifacts, cli
 from tvilfm_jax.conversion.clip_text import convert_openai_clip
 from tvilfm_jax.conversion.common import load_torch_checkpoint
 from tvilfm_jax.conversion.official import convert_official, has_backup
@@ -100,19 +100,19 @@ def convert(args: flags.FlagValues) -> tuple[ModelConfig, dict]:
         variables = add_backup(variables)
     # Converted parts must fit the model the config builds; this names any key that does not.
     expected = jax.eval_shape(lambda: init_variables(config, jax.random.key(0)))
-    checkpoints.check_tree(checkpoints.tree_shapes(variables), checkpoints.tree_shapes(expected), args.input)
+    artifacts.check_tree(artifacts.tree_shapes(variables), artifacts.tree_shapes(expected), args.input)
     return config, variables
 
 
 def main(argv: Sequence[str]) -> str:
     """Converts as `argv` (the arguments after the program name) asks; returns the written path."""
     args = parse_args(argv)
-    existing = os.path.abspath(os.path.join(args.output, checkpoints.VARIABLES_DIR))
+    existing = os.path.abspath(os.path.join(args.output, artifacts.VARIABLES_DIR))
     if os.path.exists(existing) and not args.overwrite:
         cli.fail(f"{existing} already exists; pass --overwrite to replace it")
     try:
         config, variables = convert(args)
-        path = checkpoints.save_variables(args.output, variables, config, overwrite=args.overwrite)
+        path = artifacts.save_model(args.output, variables, config, overwrite=args.overwrite)
     except (OSError, ValueError) as err:  # ConversionError is a ValueError; report, no traceback
         cli.fail(err)
     count = sum(x.size for x in jax.tree_util.tree_leaves(variables["params"]))

@@ -7,13 +7,13 @@
    style captions that name the colours only the RGB cameras see;
 2. trains stage 1 (the dual-stream VI-ReID base, `configs/synthetic.py`) in <workdir>/base;
 3. trains stage 2 (TVI-LFM: text tower + SFF fusion on the frozen stage-1 encoder, starting from
-   <workdir>/base/variables/last) in <workdir>/tvilfm;
+   <workdir>/base/models/last) in <workdir>/tvilfm;
 4. evaluates the stage-2 model on SYSU all-search (10 gallery trials) for the IR, Text, Fusion
    and MER queries, with the paper's query text (`paper`: a caption of the query identity) and
    with no identity text (`ir_only`: the IR image's own caption), prints one table and writes
    the report, CMC curves and a ranking grid to <workdir>/eval.
 
-Re-running reuses the dataset and every finished stage (one whose variables/last export was
+Re-running reuses the dataset and every finished stage (one whose models/last export was
 written to the end); an interrupted stage, or one killed while exporting, resumes from its last
 checkpoint. Changing the epochs of a finished stage needs --fresh (or another workdir).
 """
@@ -53,27 +53,18 @@ def load_config(stage: str, epochs: int = 0):
     return module.get_config(f"stage={stage}" + (f",epochs={epochs}" if epochs else ""))
 
 
-def export_complete(directory: Path) -> bool:
-    """Whether a variables export (`tvilfm_jax.checkpoints` layout) was written to the end: its
-    variables tree is finalized (orbax renames it into place when done) and the config file,
-    written last, is there."""
-    from tvilfm_jax import checkpoints
-
-    return (directory / checkpoints.CONFIG_FILE).is_file() and (directory / checkpoints.VARIABLES_DIR).is_dir()
-
-
 def _stage_done(config, workdir: Path) -> bool:
-    """Whether `workdir` holds a finished run of exactly `config` (a complete variables/last export)."""
-    from tvilfm_jax.training.checkpointing import VARIABLES_DIR
-    from tvilfm_jax.training.loop import CONFIG_FILE, config_diff
+    """Whether `workdir` holds a finished run of exactly `config` (a complete models/last export)."""
+    from tvilfm_jax import artifacts, run_layout
+    from tvilfm_jax.training.loop import config_diff
 
-    last = workdir / VARIABLES_DIR / "last"
-    if not export_complete(last):
+    last = Path(run_layout.model_dir(workdir, "last"))
+    if not artifacts.is_complete(last):
         if last.exists():
             print(f"stage {config.stage}: the export {last} is incomplete (stopped while writing it); "
                   "resuming the run to write it again")
         return False
-    changed = config_diff(json.loads((workdir / CONFIG_FILE).read_text()), json.loads(config.to_json()))
+    changed = config_diff(json.loads((workdir / run_layout.CONFIG_FILE).read_text()), json.loads(config.to_json()))
     if changed:
         raise DemoError(f"{workdir} holds a finished run of another config (differs in {', '.join(changed)}); "
                         "run with --fresh to retrain, or pick another --workdir")
@@ -81,11 +72,11 @@ def _stage_done(config, workdir: Path) -> bool:
 
 
 def train_stage(config, workdir: Path) -> Path:
-    """Trains (or resumes, or reuses) one stage; returns its variables/last export."""
+    """Trains (or resumes, or reuses) one stage; returns its models/last export."""
+    from tvilfm_jax import run_layout
     from tvilfm_jax.training import loop
-    from tvilfm_jax.training.checkpointing import VARIABLES_DIR
 
-    last = workdir / VARIABLES_DIR / "last"
+    last = Path(run_layout.model_dir(workdir, "last"))
     if _stage_done(config, workdir):
         print(f"stage {config.stage}: reusing the finished run in {workdir}")
         return last

@@ -3,12 +3,12 @@
 Scores a model on every protocol of the configured dataset (SYSU all + indoor, RegDB t->v and
 v->t, LLCM i->v and v->i) for the query modalities IR / Text / Fusion / MER, the text sources
 and TTA variants of the config (`tvilfm_jax.eval.settings.settings_from_config`), and writes
-report.json, report.md and PNG figures. A stage-1 model (backup=false in its config.json) is
+report.json, report.md and PNG figures. A stage-1 model (backup=false in its model.json) is
 refused Text / Fusion / MER queries: its text tower was never trained. The logic lives in
 `tvilfm_jax.eval.runner`; this module is flags and wiring.
 
-    --checkpoint DIR     a checkpoint directory (config.json + variables/, e.g. from convert)
-    --workdir DIR        or a training run: its variables/<--which> export (best | last)
+    --checkpoint DIR     a model directory (model.json + variables/, e.g. from convert)
+    --workdir DIR        or a training run: its models/<--which> export (best | last)
     --dataset_root DIR   read the test images from this dataset tree instead of the TFDS
                          records config.data.name names (same layout)
     --output DIR         report folder (default: <checkpoint or workdir>/eval)
@@ -21,15 +21,15 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tvilfm_jax import cli
+from tvilfm_jax import cli, run_layout
 from tvilfm_jax.training.config import exit_on_unknown_override
 
 _CONFIG = config_flags.DEFINE_config_file("config", None,
                                           "experiment config file[:arg] (required), e.g. configs/sysu.py",
                                           lock_config=True)
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "checkpoint directory (config.json + variables/)")
-_WORKDIR = flags.DEFINE_string("workdir", None, "training run directory (evaluates its variables/<which> export)")
-_WHICH = flags.DEFINE_enum("which", "best", ["best", "last"], "which export of --workdir")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "model directory (model.json + variables/)")
+_WORKDIR = flags.DEFINE_string("workdir", None, "training run directory (evaluates its models/<which> export)")
+_WHICH = flags.DEFINE_enum("which", "best", list(run_layout.MODELS), "which export of --workdir")
 _DATASET_ROOT = flags.DEFINE_string("dataset_root", None, "dataset tree to read instead of the TFDS records")
 _OUTPUT = flags.DEFINE_string("output", None, "report directory (default: <checkpoint or workdir>/eval)")
 _PROGRESS = flags.DEFINE_bool("progress", True, "show progress bars")
@@ -56,7 +56,7 @@ def main(argv: list[str]) -> None:
         test = runner.load_test_set(config, _DATASET_ROOT.value)
     except (OSError, ValueError) as err:
         cli.fail(err)
-    output = _OUTPUT.value or os.path.join(_CHECKPOINT.value or _WORKDIR.value, "eval")
+    output = _OUTPUT.value or os.path.join(_CHECKPOINT.value or _WORKDIR.value, run_layout.EVAL_DIR)
     runner.evaluate_and_report(config, model_config, variables, output, checkpoint=described, test=test,
                                progress=_PROGRESS.value)
 

@@ -2,14 +2,15 @@ r"""Train TVI-LFM: stage 1 (base) or stage 2 (tvilfm) from an ml_collections con
 
     python -m tvilfm_jax.train --config configs/sysu.py --workdir runs/sysu_base
     python -m tvilfm_jax.train --config configs/sysu.py:stage=tvilfm --workdir runs/sysu_tvilfm \
-        --config.init.checkpoint=runs/sysu_base/variables/last
+        --config.init.checkpoint=runs/sysu_base/models/last
     python -m tvilfm_jax.train --config configs/regdb.py:trial=3 --config.optim.lr_visual=2e-3 ...
 
 Without --config the embedded synthetic default runs (configs/synthetic.py). Running the same
 command again in the same workdir resumes from its latest checkpoint; with a config that differs
 from the stored one only given --allow_config_change (e.g. a lower lr after a divergence; the
 change is appended to <workdir>/config_changes.jsonl). One run per workdir: a second one started
-while the first runs stops at once. Multi-host: start one
+while the first runs stops at once. The workdir's layout is `tvilfm_jax.run_layout`; one in the
+layout before models/ is refused, with the commands that move it. Multi-host: start one
 process per host with --coordinator_address (or JAX_COORDINATOR_ADDRESS), --num_processes and
 --process_id; each feeds its share of every global batch and all write checkpoints together.
 """

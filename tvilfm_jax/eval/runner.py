@@ -1,4 +1,4 @@
-"""Running evaluations: a reusable `Evaluator`, the trainer's `evaluate_fn`, and checkpoints.
+"""Running evaluations: a reusable `Evaluator`, the trainer's `evaluate_fn`, and loading models.
 
     evaluate_fn = make_evaluate_fn(config, model)          # reads the test records once
     metrics = evaluate_fn(state)                            # every eval epoch
@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from tvilfm_jax import run_layout
 from tvilfm_jax.data.datasets import DEFAULT_PROTOCOLS, SYNTHETIC_PREFIX, layout_of
 from tvilfm_jax.eval import report as report_lib
 from tvilfm_jax.eval import scoring
@@ -157,28 +158,28 @@ def make_evaluate_fn(config: Any, model: TVILFM, *, test: TestSet | None = None,
 
 def load_model(checkpoint: str | os.PathLike | None = None, *, workdir: str | os.PathLike | None = None,
                which: str = "best") -> tuple[ModelConfig, dict, str]:
-    """(model config, variables, description) of a checkpoint.
+    """(model config, variables, description) of a model artifact.
 
-    checkpoint: a `tvilfm_jax.checkpoints` directory (config.json + variables/), e.g. from
-      `python -m tvilfm_jax.convert`.
-    workdir: a training run; its `variables/<which>` export ("best": written at each new best
-      evaluation, "last": at the end of training).
+    checkpoint: a model artifact directory (`tvilfm_jax.artifacts`: model.json + variables/),
+      e.g. from `python -m tvilfm_jax.convert`.
+    workdir: a training run; its `models/<which>` export ("best": written at each new best
+      evaluation, "last": at the end of training). One in the old layout is refused.
     """
-    from tvilfm_jax import checkpoints
+    from tvilfm_jax import artifacts
 
     if (checkpoint is None) == (workdir is None):
-        raise ValueError("pass exactly one of --checkpoint (a checkpoint directory: config.json + variables/) "
+        raise ValueError("pass exactly one of --checkpoint (a model directory: model.json + variables/) "
                          "and --workdir (a training run)")
     if workdir is not None:
-        from tvilfm_jax.training.checkpointing import VARIABLES_DIR
-
-        if which not in ("best", "last"):
-            raise ValueError(f"which must be 'best' or 'last', got {which!r}")
-        checkpoint = os.path.join(os.fspath(workdir), VARIABLES_DIR, which)
+        old = run_layout.old_layout_problem(workdir)
+        if old:
+            raise ValueError(old)
+        checkpoint = run_layout.model_dir(workdir, which)
         if not os.path.isdir(checkpoint):
-            raise ValueError(f"training run {workdir} has no {VARIABLES_DIR}/{which} export (best: written at the "
-                             "first evaluation that improves config.train.best_metric; last: at the end of training)")
-    config, variables = checkpoints.load_checkpoint(checkpoint)
+            raise ValueError(f"training run {workdir} has no {run_layout.MODELS_DIR}/{which} export (best: written "
+                             "at the first evaluation that improves config.train.best_metric; last: at the end of "
+                             "training)")
+    config, variables = artifacts.load_model(checkpoint)
     return config, variables, os.path.abspath(os.fspath(checkpoint))
 
 
@@ -189,7 +190,7 @@ TEXT_MODALITIES = ("text", "fusion", "mer")
 def require_trained_text(model_config: ModelConfig, settings: EvalSettings, source: str) -> None:
     """Refuses to score text-based queries with a stage-1 model.
 
-    The exported config.json records the stage: only stage 2 ("tvilfm") carries the backup
+    The exported model.json records the stage: only stage 2 ("tvilfm") carries the backup
     GeM/neck (`ModelConfig.backup`). A model without them comes from stage 1 ("base", or a
     converted stage-1 / ImageNet checkpoint), whose text tower was never trained, so its
     Text/Fusion/MER numbers would be meaningless.
@@ -197,7 +198,7 @@ def require_trained_text(model_config: ModelConfig, settings: EvalSettings, sour
     asked = [m for m in settings.modalities if m in TEXT_MODALITIES]
     if asked and not model_config.backup:
         raise ValueError(
-            f"{source} is a stage-1 model (its config.json has backup=false: stage 'base' never trains the text "
+            f"{source} is a stage-1 model (its model.json has backup=false: stage 'base' never trains the text "
             f"tower), but the config asks for {'/'.join(asked)} queries; evaluate it with the stage=base config "
             "(IR queries only), or set config.eval.modalities=('ir',)")
 

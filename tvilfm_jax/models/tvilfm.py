@@ -37,7 +37,7 @@ def _dtype_name(dtype: Any) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild the model (saved as JSON next to checkpoints).
+    """Everything needed to rebuild the model (a model artifact's model.json, see `tvilfm_jax.artifacts`).
 
     Attributes:
       num_classes: training identities C (SYSU 395, RegDB 206, LLCM 713).
@@ -125,6 +125,25 @@ class ModelConfig:
         if not isinstance(d, Mapping):
             raise ValueError(f"{source}: expected a JSON object, got {type(d).__name__}")
         return cls.from_dict(d, source)
+
+    def architecture_differences(self, other: ModelConfig) -> list[str]:
+        """The fields where `other` builds a different variable tree, as "key: mine vs other"
+        (e.g. "text.layers: 12 vs 2"); compute dtype and backup aside."""
+
+        def arch(c: ModelConfig) -> dict:
+            d = c.to_dict()
+            d.pop("dtype"), d.pop("backup"), d["text"].pop("dtype")
+            return d
+
+        mine, theirs = arch(self), arch(other)
+        out = []
+        for key in sorted(mine):
+            if isinstance(mine[key], Mapping):
+                out += [f"text.{k}: {mine[key][k]!r} vs {theirs[key][k]!r}" for k in sorted(mine[key])
+                        if mine[key][k] != theirs[key][k]]
+            elif mine[key] != theirs[key]:
+                out.append(f"{key}: {mine[key]!r} vs {theirs[key]!r}")
+        return out
 
 
 class TVILFM(nn.Module):

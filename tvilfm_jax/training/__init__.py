@@ -3,6 +3,8 @@ stages, mesh placement and JAX's distributed runtime, resumable checkpoints, and
 
 Modules: `config` (reading configs/*.py trees), `state` (TrainState), `step` (pure train steps),
 `mesh` (devices, shardings, multi-host start), `inputs` (TFDS splits -> input pipeline),
-`checkpointing` (orbax CheckpointManager, variables exports), `logging` (progress bar,
-metrics.jsonl, TensorBoard), `loop` (`prepare`, `train`, and `run`: both in a workdir). The CLI is `tvilfm_jax.train`.
+`initialization` (start variables: init.checkpoint or a fresh init), `checkpointing` (the
+resumable train state, one orbax CheckpointManager), `logging` (progress bar, metrics.jsonl,
+TensorBoard), `loop` (`prepare` + `train`). The CLI is `tvilfm_jax.train`; the workdir's layout
+is `tvilfm_jax.run_layout`, the exported models are `tvilfm_jax.artifacts`.
 """

@@ -1,21 +1,15 @@
-"""Resumable training checkpoints (orbax `CheckpointManager`) and variables exports.
+"""Resumable training checkpoints: one orbax `CheckpointManager` over workdir/checkpoints/.
 
-Layout of a workdir:
-  checkpoints/<step>/   latest checkpoints (the last `keep` of them), each with the items
-                        state (TrainState: params, batch_stats, opt_state, step, rng),
-                        data  (the grain iterator state, one file per process),
-                        meta  (JSON: epoch, loop accumulators, best metric so far, input layout,
-                               the state's checksum)
-  checkpoints_damaged/<step>/
-                        latest checkpoints found damaged on resume (set aside, with a warning)
-  best/<step>/          the best checkpoint by `config.train.best_metric` (ties: the later one)
-  variables/last, variables/best
-                        {"params", "batch_stats"} + ModelConfig in the `tvilfm_jax.checkpoints`
-                        layout, what a stage-2 run (`init.checkpoint`) or an evaluation loads
+Each checkpoint step (the last `keep` of them; see `run_layout` for the whole workdir) holds
+  state  (TrainState: params, batch_stats, opt_state, step, rng),
+  data   (the grain iterator state, one file per process),
+  meta   (JSON: epoch, loop accumulators, best metric so far, input layout, the state's checksum).
+Steps found damaged on resume are set aside in workdir/checkpoints_damaged/. The models a run
+exports (models/last, models/best) are model artifacts, written by `tvilfm_jax.artifacts`.
 
 Every process calls every save and restore here (orbax coordinates them, the primary host
 writes the replicated arrays); the workdir must be on a file system all hosts share.
-Latest checkpoints are written asynchronously: `save` returns once the arrays are copied off
+Checkpoints are written asynchronously: `save` returns once the arrays are copied off
 the devices, so the next (donating) step can run while files are written.
 """
 
@@ -31,20 +25,13 @@ from typing import Any
 import grain
 import jax
 import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from tvilfm_jax import checkpoints
-from tvilfm_jax.models.tvilfm import ModelConfig, add_backup
+from tvilfm_jax import run_layout
 from tvilfm_jax.training import mesh as mesh_lib
-from tvilfm_jax.training.config import architecture_differences
 from tvilfm_jax.training.state import TrainState
 
-LATEST_DIR = "checkpoints"
-BEST_DIR = "best"
-VARIABLES_DIR = "variables"
-DAMAGED_DIR = "checkpoints_damaged"
 ITEMS = ("state", "data", "meta")
 # meta key of `checksum(state)` at save time, verified on restore.
 CHECKSUM_KEY = "state_checksum"
@@ -95,13 +82,6 @@ def checksum(tree: Any) -> jax.Array:
     return sum((jnp.sum(words(x), dtype=jnp.uint32) for x in jax.tree_util.tree_leaves(tree)), jnp.uint32(0))
 
 
-def _sync(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
-
-
 class _FrozenIteratorState:
     """The iterator state at `save` time, for grain's checkpoint handler.
 
@@ -116,33 +96,21 @@ class _FrozenIteratorState:
         return self._encoded
 
 
-def _manager(directory: str, keep: int, use_async: bool) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=use_async)
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=ITEMS)
-
-
 class TrainCheckpoints:
-    """Latest and best training checkpoints of one workdir.
+    """The latest training checkpoints of one workdir (workdir/checkpoints/<step>).
 
     Args:
       workdir: the run directory.
-      keep: how many latest checkpoints to keep.
-      use_async: write latest checkpoints in the background.
+      keep: how many checkpoints to keep.
+      use_async: write checkpoints in the background.
     """
 
     def __init__(self, workdir: str, keep: int = 2, use_async: bool = True):
         self.workdir = os.path.abspath(workdir)
-        self.latest = _manager(os.path.join(self.workdir, LATEST_DIR), keep, use_async)
-        self._best: ocp.CheckpointManager | None = None
+        self.directory = run_layout.path(self.workdir, run_layout.CHECKPOINTS_DIR)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=use_async)
+        self.latest = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
         self._writing: int | None = None  # the step of a background save not yet known to be done
-
-    @property
-    def best(self) -> ocp.CheckpointManager:
-        """Opened on first use, so runs without evaluation get no best/ folder."""
-        if self._best is None:
-            # Rare saves; synchronous, so best/ never holds two steps at once.
-            self._best = _manager(os.path.join(self.workdir, BEST_DIR), 1, False)
-        return self._best
 
     def latest_step(self) -> int | None:
         return self.latest.latest_step()
@@ -163,7 +131,7 @@ class TrainCheckpoints:
         try:
             self.latest.save(step, args=self._args(state, iterator_state, meta), force=True)
         except Exception as err:
-            self._failed(self.latest, step, err)
+            self._failed(step, err)
 
     def check(self) -> None:
         """Raises CheckpointSaveError once a background save has failed; does not wait for one
@@ -177,31 +145,20 @@ class TrainCheckpoints:
         try:
             self.latest.wait_until_finished()
         except Exception as err:
-            self._failed(self.latest, step, err)
+            self._failed(step, err)
 
-    @staticmethod
-    def _failed(manager: ocp.CheckpointManager, step: int | None, err: Exception) -> None:
+    def _failed(self, step: int | None, err: Exception) -> None:
         """Removes the failed save's temporary folder and raises CheckpointSaveError."""
-        directory = os.fspath(manager.directory)
         if jax.process_index() == 0:
-            for tmp in glob.glob(os.path.join(glob.escape(directory), f"{step}{TMP_SUFFIX}*")):
+            for tmp in glob.glob(os.path.join(glob.escape(self.directory), f"{step}{TMP_SUFFIX}*")):
                 shutil.rmtree(tmp, ignore_errors=True)
-        manager.reload()
-        last = manager.latest_step()
+        self.latest.reload()
+        last = self.latest.latest_step()
         kept = (f"the previous checkpoint, step {last}, is intact" if last is not None
                 else "no earlier checkpoint exists")
-        raise CheckpointSaveError(f"saving checkpoint step {step} to {directory} failed ({_root_cause(err)}); "
+        raise CheckpointSaveError(f"saving checkpoint step {step} to {self.directory} failed ({_root_cause(err)}); "
                                   f"{kept}; free disk space or fix the file system, then run again to resume"
                                   ) from err
-
-    def save_best(self, step: int, state: TrainState, iterator_state: Any, meta: Mapping[str, Any]) -> None:
-        """Replaces the best checkpoint with this step's (kept if a resumed run saved it already:
-        the re-run steps reproduce the same state)."""
-        if step not in self.best.all_steps():
-            try:
-                self.best.save(step, args=self._args(state, iterator_state, meta), force=True)
-            except Exception as err:
-                self._failed(self.best, step, err)
 
     def restore(self, abstract_state: TrainState) -> tuple[int, TrainState, dict]:
         """(step, state, meta) of the newest intact latest checkpoint.
@@ -214,7 +171,7 @@ class TrainCheckpoints:
         """
         steps = sorted(self.latest.all_steps(), reverse=True)
         if not steps:
-            raise FileNotFoundError(f"no checkpoint in {self.latest.directory}")
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
         damaged: list[tuple[int, str]] = []
         for step in steps:
             try:
@@ -228,14 +185,14 @@ class TrainCheckpoints:
                 self._set_aside(bad, step, problem)
             return step, state, meta
         raise DamagedCheckpointError(f"no intact checkpoint to resume from: {'; '.join(p for _, p in damaged)}; "
-                                     f"move {self.latest.directory} away to start the run afresh")
+                                     f"move {self.directory} away to start the run afresh")
 
     def restore_input(self, step: int, iterator: grain.DatasetIterator) -> None:
         """Sets `iterator` to its state in checkpoint `step` (verified by `restore`)."""
         self._restore_item(step, "data", grain.checkpoint.CheckpointRestore(iterator))
 
     def _step_dir(self, step: int) -> str:
-        return os.path.join(os.fspath(self.latest.directory), str(step))
+        return os.path.join(self.directory, str(step))
 
     def _verify(self, step: int) -> dict:
         """Checks the parts of checkpoint `step` that orbax would not name when they are broken;
@@ -266,7 +223,7 @@ class TrainCheckpoints:
 
     def _set_aside(self, step: int, resumed: int, problem: str) -> None:
         """Warns about damaged step `step` and moves it out of the manager's folder."""
-        aside = os.path.join(self.workdir, DAMAGED_DIR)
+        aside = run_layout.path(self.workdir, run_layout.DAMAGED_DIR)
         logging.warning("%s; resuming from step %d instead, and moving step %d to %s", problem, resumed, step, aside)
         if jax.process_index() == 0:
             os.makedirs(aside, exist_ok=True)
@@ -274,57 +231,12 @@ class TrainCheckpoints:
             if os.path.exists(target):
                 shutil.rmtree(target)
             os.replace(self._step_dir(step), target)
-        _sync(f"set aside checkpoint {step}")
+        ocp.multihost.sync_global_processes(f"set aside checkpoint {step}")
         self.latest.reload()
 
     def close(self) -> None:
         """Waits for a background save and closes; a failed save is logged (`wait` raises it)."""
-        for manager in (self.latest, self._best):
-            try:
-                if manager is not None:
-                    manager.close()
-            except Exception as err:  # already raised by wait/check, or the run is failing anyway
-                logging.error("closing the checkpoints in %s: %s", manager.directory, _root_cause(err))
-
-
-def export_variables(directory: str, state: TrainState, config: ModelConfig) -> str:
-    """Writes state's {"params", "batch_stats"} + `config` in the `tvilfm_jax.checkpoints` layout.
-
-    Collective: every process calls it with the replicated global arrays; process 0 writes the
-    files. Replaces an earlier export in `directory`. The arrays are written as host numpy (no
-    sharding recorded), so the export loads on any device count.
-    """
-    directory = os.path.abspath(directory)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(directory, checkpoints.VARIABLES_DIR), mesh_lib.to_host(state.variables()),
-                      force=True)
-    checkpointer.wait_until_finished()
-    if jax.process_index() == 0:
-        tmp = os.path.join(directory, checkpoints.CONFIG_FILE + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(config.to_json())
-        os.replace(tmp, os.path.join(directory, checkpoints.CONFIG_FILE))
-    _sync(f"export_variables {directory}")
-    return directory
-
-
-def load_init_variables(directory: str, config: ModelConfig) -> dict:
-    """Variables (numpy) of a `tvilfm_jax.checkpoints` directory, shaped for `config`.
-
-    The stored ModelConfig must build the same architecture (compute dtype aside); a stage-2
-    model (`config.backup`) started from a checkpoint without backups gets them copied from
-    gem/neck (docs/original.md §1.7), one with backups (an official stage-2 checkpoint) keeps its own.
-    """
-    stored = checkpoints.load_config(directory)
-    differences = architecture_differences(stored, config)
-    if differences:
-        raise ValueError(f"init.checkpoint {directory}: its model differs from the configured one: "
-                         f"{'; '.join(differences)} (stored vs configured)")
-    if stored.backup and not config.backup:
-        raise ValueError(f"init.checkpoint {directory} is a stage-2 checkpoint (it has backup_gem/backup_neck); "
-                         f"stage 'base' starts from a stage-1 or converted ImageNet/CLIP checkpoint")
-    _, variables = checkpoints.load_checkpoint(directory)
-    if config.backup and not stored.backup:
-        logging.info("init.checkpoint %s has no backups: copying gem/neck to backup_gem/backup_neck", directory)
-        variables = jax.tree_util.tree_map(np.asarray, add_backup(variables))
-    return {k: dict(v) for k, v in variables.items()}
+        try:
+            self.latest.close()
+        except Exception as err:  # already raised by wait/check, or the run is failing anyway
+            logging.error("closing the checkpoints in %s: %s", self.directory, _root_cause(err))

@@ -10,7 +10,7 @@ import contextlib
 import difflib
 import re
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -73,7 +73,7 @@ def validate(config: Any) -> None:
                           f"config.model.text_heads ({config.model.text_heads})")
     if config.stage == "tvilfm" and not _get(config, "init.checkpoint"):
         raise ConfigError("config.init.checkpoint is required for stage 'tvilfm': the stage-1 model to start "
-                          "from (e.g. <stage-1 workdir>/variables/last, or `python -m tvilfm_jax.convert "
+                          "from (e.g. <stage-1 workdir>/models/last, or `python -m tvilfm_jax.convert "
                           "--kind official ...`)")
     if not isinstance(_get(config, "train.best_metric"), str) or not config.train.best_metric:
         raise ConfigError(f"config.train.best_metric must be a metric name, got {config.train.best_metric!r}")
@@ -99,24 +99,6 @@ def model_config(config: Any, num_classes: int) -> ModelConfig:
     return ModelConfig(num_classes=num_classes, resnet_blocks=tuple(m.resnet_blocks), resnet_width=width,
                        text=text, fusion=m.fusion, backup=config.stage == "tvilfm",
                        dtype=compute_dtype(m.compute_dtype))
-
-
-def architecture_differences(a: ModelConfig, b: ModelConfig) -> list[str]:
-    """Fields that make two ModelConfigs build different variable trees (dtype and backup aside)."""
-
-    def arch(c: ModelConfig) -> dict:
-        d = c.to_dict()
-        d.pop("dtype"), d.pop("backup"), d["text"].pop("dtype")
-        return d
-
-    da, db = arch(a), arch(b)
-    out = []
-    for key in sorted(da):
-        if isinstance(da[key], Mapping):
-            out += [f"text.{k}: {da[key][k]!r} vs {db[key][k]!r}" for k in sorted(da[key]) if da[key][k] != db[key][k]]
-        elif da[key] != db[key]:
-            out.append(f"{key}: {da[key]!r} vs {db[key]!r}")
-    return out
 
 
 def unknown_override(argv: Sequence[str], config: Any) -> str | None:

@@ -1,4 +1,4 @@
-"""What a run reports: a console progress bar, `metrics.jsonl`, TensorBoard scalars.
+"""What a run reports: a console progress bar, workdir/metrics.jsonl, TensorBoard scalars (workdir/tensorboard).
 
 Only process 0 reports (`enabled=False` elsewhere). Records of metrics.jsonl, one JSON object
 per line, each with "kind", "step" (optimizer steps done) and "epoch" (0-based):
@@ -22,8 +22,7 @@ import jax
 from absl import logging
 from tqdm import tqdm
 
-METRICS_FILE = "metrics.jsonl"
-TENSORBOARD_DIR = "tensorboard"
+from tvilfm_jax.run_layout import METRICS_FILE, TENSORBOARD_DIR
 
 
 def say(message: str) -> None:

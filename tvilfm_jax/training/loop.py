@@ -7,16 +7,17 @@ One jitted, state-donating step per global batch over the `data` mesh. Metrics o
 fetched after step s+1 has been dispatched, so the host never stalls the device; they are
 checked before anything is saved: a non-finite loss, or a step that leaves any inf/NaN in the
 parameters, optimizer state or BN statistics, raises `NonFiniteLossError`, and no state after
-the last finite one is ever written (latest or best checkpoint, or export). Checkpoints: every
+the last finite one is ever written (checkpoint or model export). Checkpoints: every
 `checkpoint_every_steps` steps, at every epoch end and at the end (see checkpointing.py). Evaluation: a caller-supplied
 `evaluate_fn(state) -> dict` after the epochs docs/original.md §6.7 names; a result holding
-`config.train.best_metric` that is >= the best so far replaces the best checkpoint (and says so,
-naming the metric).
+`config.train.best_metric` that is >= the best so far replaces the models/best export (and says
+so, naming the metric). The end of training exports models/last. The workdir's layout is
+`tvilfm_jax.run_layout`.
 
 One run per workdir: each process holds an advisory lock on workdir/train.lock (train.lock.<i>
 for process i > 0) while it trains; the OS drops it when the process ends, killed or not.
-Everything that can be refused (a bad `init.checkpoint`, a config that differs from the stored
-one of the run it would resume) is refused before anything is written.
+Everything that can be refused (a workdir in the old layout, a bad `init.checkpoint`, a config
+that differs from the stored one of the run it would resume) is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -39,21 +40,16 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.sharding import Mesh
 
-from tvilfm_jax import optim
+from tvilfm_jax import artifacts, optim, run_layout
 from tvilfm_jax.data.pipeline import TrainBatches, make_iterator
 from tvilfm_jax.models.tvilfm import TVILFM, ModelConfig, init_variables
-from tvilfm_jax.training import checkpointing, inputs
+from tvilfm_jax.training import checkpointing, initialization, inputs
 from tvilfm_jax.training import mesh as mesh_lib
-from tvilfm_jax.training.config import ConfigError, model_config, validate
+from tvilfm_jax.training.config import model_config, validate
 from tvilfm_jax.training.logging import Averages, MetricsLog, Progress, say
 from tvilfm_jax.training.state import TrainState, create_state
 from tvilfm_jax.training.step import MAIN_GROUP, make_train_step
 
-CONFIG_FILE = "config.json"
-RUN_FILE = "run.json"
-# One JSON line per resume that was allowed to change the config (`allow_config_change`).
-CONFIG_CHANGES_FILE = "config_changes.jsonl"
-LOCK_FILE = "train.lock"
 # Images through the visual encoder per row of the global batch: RGB view 1, RGB view 2, IR.
 IMAGES_PER_ROW = 3
 
@@ -65,8 +61,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 class WorkdirError(RuntimeError):
-    """The workdir cannot take this run: not a directory, in use by another run, or holding a
-    run of another config."""
+    """The workdir cannot take this run: not a directory, in the old layout, in use by another
+    run, or holding a run of another config."""
 
 
 @dataclasses.dataclass
@@ -115,29 +111,7 @@ def prepare(config: ml_collections.ConfigDict,
 
 def _initial_variables(exp: Experiment) -> dict:
     """Replicated start variables: `init.checkpoint`, or a fresh init from the seed (stage 1)."""
-    cfg = exp.config
-    if cfg.init.checkpoint:
-        path = os.path.abspath(os.path.expanduser(cfg.init.checkpoint))
-        if os.path.isfile(os.path.join(path, RUN_FILE)):
-            export = os.path.join(path, checkpointing.VARIABLES_DIR, "last")
-            raise ConfigError(f"config.init.checkpoint {path} is a training workdir, not a model checkpoint: pass "
-                              f"its export {export}" + ("" if os.path.isdir(export) else " (that run has not "
-                                                        "finished yet)"))
-        try:
-            host = checkpointing.load_init_variables(path, exp.model_config)
-        except (FileNotFoundError, ValueError) as err:  # missing, unreadable, or of another model
-            text = str(err)
-            raise ConfigError(text if text.startswith("init.checkpoint") else f"config.init.checkpoint {path}: {text}"
-                              ) from None
-    else:
-        logging.warning("stage %s starts from a random initialisation (config.init.checkpoint is empty); the paper "
-                        "starts from ImageNet ResNet-50 + CLIP RN50 text weights (python -m tvilfm_jax.convert)",
-                        cfg.stage)
-        # On one device, whatever the mesh: the same program (and values) for every device count
-        # and process, so it compiles once and persistent compilation caches hit.
-        init = jax.jit(functools.partial(init_variables, exp.model_config, image_hw=tuple(cfg.data.image_size)))
-        host = jax.device_get(init(jax.random.key(cfg.seed)))
-    return mesh_lib.replicate(host, exp.mesh)
+    return mesh_lib.replicate(initialization.initial_variables(exp.config, exp.model_config), exp.mesh)
 
 
 def _abstract_state(exp: Experiment) -> TrainState:
@@ -156,7 +130,7 @@ def workdir_lock(workdir: str, process: int = 0):
     raise WorkdirError naming the holder at once. The OS releases the lock when its holder exits,
     however it ends, so a killed run leaves nothing stuck; the file itself stays.
     """
-    path = os.path.join(workdir, LOCK_FILE if process == 0 else f"{LOCK_FILE}.{process}")
+    path = run_layout.lock_path(workdir, process)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -174,7 +148,7 @@ def workdir_lock(workdir: str, process: int = 0):
 
 def _latest_checkpoint(workdir: str) -> int | None:
     """The newest step in workdir/checkpoints, None when there is none (nothing is created)."""
-    directory = os.path.join(workdir, checkpointing.LATEST_DIR)
+    directory = run_layout.path(workdir, run_layout.CHECKPOINTS_DIR)
     steps = ocp.utils.checkpoint_steps(directory) if os.path.isdir(directory) else []
     return max(steps, default=None)
 
@@ -188,7 +162,7 @@ def _dotted(tree: Any, key: str) -> Any:
 def _config_change(exp: Experiment, workdir: str, allow: bool) -> dict | None:
     """The record of how the config differs from the one stored with the run it resumes (None: same
     config or nothing to resume); raises WorkdirError unless `allow`."""
-    path = os.path.join(workdir, CONFIG_FILE)
+    path = run_layout.path(workdir, run_layout.CONFIG_FILE)
     step = _latest_checkpoint(workdir)
     if step is None or not os.path.isfile(path):
         return None
@@ -202,7 +176,7 @@ def _config_change(exp: Experiment, workdir: str, allow: bool) -> dict | None:
     if not allow:
         raise WorkdirError(f"{workdir} holds a run of another config (it differs in {shown}); to resume it at "
                            f"step {step} with this config pass --allow_config_change (recorded in "
-                           f"{CONFIG_CHANGES_FILE}), or pick another workdir")
+                           f"{run_layout.CONFIG_CHANGES_FILE}), or pick another workdir")
     logging.warning("%s: resuming at step %d with a changed config: %s", workdir, step, shown)
     return {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "changed": {k: {"before": _dotted(before, k), "after": _dotted(now, k)} for k in changed}}
@@ -213,7 +187,7 @@ def _write_config(exp: Experiment, workdir: str, change: dict | None) -> None:
     config change (see `_config_change`) is appended to config_changes.jsonl first."""
     text = exp.config.to_json(indent=2, sort_keys=True)
     if change is not None:
-        with open(os.path.join(workdir, CONFIG_CHANGES_FILE), "a") as f:
+        with open(run_layout.path(workdir, run_layout.CONFIG_CHANGES_FILE), "a") as f:
             f.write(json.dumps(change, sort_keys=True) + "\n")
     run = {
         "model": exp.model_config.to_dict(),
@@ -225,7 +199,8 @@ def _write_config(exp: Experiment, workdir: str, change: dict | None) -> None:
         "processes": jax.process_count(),
         "backend": jax.default_backend(),
     }
-    for name, content in ((CONFIG_FILE, text), (RUN_FILE, json.dumps(run, indent=2, sort_keys=True))):
+    for name, content in ((run_layout.CONFIG_FILE, text),
+                          (run_layout.RUN_FILE, json.dumps(run, indent=2, sort_keys=True))):
         tmp = os.path.join(workdir, name + ".tmp")
         with open(tmp, "w") as f:
             f.write(content + "\n")
@@ -244,9 +219,169 @@ def _input_layout(exp: Experiment) -> dict:
     return {"num_workers": exp.config.data.num_workers, "process_count": jax.process_count()}
 
 
-def _eval_due(cfg: ml_collections.ConfigDict, epoch: int) -> bool:
-    """docs/original.md §6.7: after epoch e (0-based) when e+1 >= eval_start and (e+1) % eval_every == 0."""
-    return epoch + 1 >= cfg.train.eval_start_epoch and (epoch + 1) % cfg.train.eval_every_epochs == 0
+@dataclasses.dataclass(frozen=True)
+class Due:
+    """What the loop does after a step: write a train record, save a checkpoint, evaluate."""
+
+    log: bool
+    save: bool
+    eval: bool
+    epoch_end: bool
+
+    @property
+    def any(self) -> bool:
+        return self.log or self.save or self.eval
+
+
+def due_at(done: int, steps_per_epoch: int, train_cfg: Any, evaluate: bool) -> Due:
+    """The cadence after global step `done` (1-based: steps done so far) of `config.train`.
+
+    Records and checkpoints fall at fixed steps only (every `log_every_steps` /
+    `checkpoint_every_steps` and at each epoch end), so a stopped and resumed run logs and saves
+    what one run would. Evaluation (`evaluate`: there is an evaluation hook) follows
+    docs/original.md §6.7: after epoch e (0-based) when e+1 >= eval_start_epoch and
+    (e+1) % eval_every_epochs == 0.
+    """
+    epoch_end = done % steps_per_epoch == 0
+    epochs = (done - 1) // steps_per_epoch + 1  # epochs begun, = e+1 at the end of epoch e
+    return Due(log=done % train_cfg.log_every_steps == 0 or epoch_end,
+               save=done % train_cfg.checkpoint_every_steps == 0 or epoch_end,
+               eval=evaluate and epoch_end and epochs >= train_cfg.eval_start_epoch
+               and epochs % train_cfg.eval_every_epochs == 0,
+               epoch_end=epoch_end)
+
+
+class MetricsPipe:
+    """Metrics of dispatched steps, fetched from the devices one step late, and their averages.
+
+    `push` queues a step's device metrics right after it is dispatched; `absorb` fetches the
+    queued ones (blocking on their steps only), adds them to the interval and epoch averages and
+    the progress bar, and raises NonFiniteLossError at the first non-finite loss or state, after
+    the background checkpoint save has finished (so the error names the last good checkpoint).
+
+    Args:
+      ckpts: the run's checkpoints.
+      progress: the console progress bar.
+      steps_per_epoch: for the epoch named in the error.
+      meta: a restored checkpoint's meta (its averages carry on), {} for a fresh run.
+    """
+
+    def __init__(self, ckpts: checkpointing.TrainCheckpoints, progress: Progress, steps_per_epoch: int,
+                 meta: Mapping[str, Any]):
+        self.ckpts = ckpts
+        self.progress = progress
+        self.steps_per_epoch = steps_per_epoch
+        self.interval = Averages(meta.get("interval"))
+        self.epoch = Averages(meta.get("epoch_avg"))
+        self._pending: list[tuple[int, dict]] = []
+
+    def push(self, done: int, device_metrics: dict) -> None:
+        """Queues the metrics of the step that brought the run to `done` steps."""
+        self._pending.append((done, device_metrics))
+
+    def absorb(self) -> None:
+        """Fetches every queued step's metrics; raises on a non-finite loss or state."""
+        while self._pending:
+            done, device_metrics = self._pending.pop(0)
+            metrics = mesh_lib.to_host(device_metrics)
+            state_finite = bool(metrics.pop("state_finite"))
+            metrics = {k: float(v) for k, v in metrics.items()}
+            if not (math.isfinite(metrics["loss"]) and state_finite):
+                self._stop(done, metrics)
+            self.interval.add(metrics)
+            self.epoch.add(metrics)
+            self.progress.update(1, metrics)
+
+    def _stop(self, done: int, metrics: Mapping[str, float]) -> None:
+        self.ckpts.wait()
+        last = self.ckpts.latest_step()
+        kept = (f"The last good checkpoint, step {last}, stays in {self.ckpts.directory}" if last is not None
+                else "No checkpoint was written yet")
+        what = (f"loss is {metrics['loss']}" if not math.isfinite(metrics["loss"]) else
+                f"the parameters, optimizer state or BN statistics are inf/NaN (loss {metrics['loss']})")
+        raise NonFiniteLossError(
+            f"{what} at step {done} (epoch {(done - 1) // self.steps_per_epoch}; "
+            f"id {metrics['id']}, wrt {metrics['wrt']}); stopped. {kept}; lower the learning rates "
+            f"(resuming with them needs --allow_config_change) or check the input and initial weights "
+            f"before running again.")
+
+    def take_interval(self) -> dict[str, float]:
+        """Means since the last call (or the run's start), restarting the interval."""
+        means, self.interval = self.interval.means(), Averages()
+        return means
+
+    def take_epoch(self) -> dict[str, float]:
+        """Means over the epoch that just ended, restarting the epoch's averages."""
+        means, self.epoch = self.epoch.means(), Averages()
+        return means
+
+    def state(self) -> dict:
+        """The averages so far, for a checkpoint's meta (see `__init__`)."""
+        return {"interval": self.interval.state(), "epoch_avg": self.epoch.state()}
+
+
+def _restore_or_init(exp: Experiment, workdir: str, ckpts: checkpointing.TrainCheckpoints, initial: dict | None,
+                     layout: dict) -> tuple[int, TrainState, Any, dict]:
+    """(start step, state, input iterator, meta) of the run: its latest intact checkpoint, or
+    step 0 from `initial` (the replicated start variables; None: built here)."""
+    cfg = exp.config
+    num_epochs = cfg.train.num_epochs
+    if ckpts.latest_step() is None:
+        iterator = make_iterator(exp.batches.dataset(num_epochs), num_workers=cfg.data.num_workers,
+                                 prefetch=cfg.data.prefetch)
+        create = jax.jit(functools.partial(create_state, tx=exp.tx, seed=cfg.seed),
+                         out_shardings=mesh_lib.replicated(exp.mesh))
+        return 0, create(_initial_variables(exp) if initial is None else initial), iterator, {}
+    start, state, meta = ckpts.restore(_abstract_state(exp))
+    same_layout = meta.get("input") == layout
+    iterator = make_iterator(exp.batches.dataset(num_epochs, start_step=0 if same_layout else start),
+                             num_workers=cfg.data.num_workers, prefetch=cfg.data.prefetch)
+    if same_layout:
+        ckpts.restore_input(start, iterator)
+    say(f"resumed {workdir} at step {start} (epoch {start // exp.steps_per_epoch})"
+        + ("" if same_layout else "; the input layout changed, so the input restarts at that step"))
+    return start, state, iterator, meta
+
+
+def _train_step(exp: Experiment) -> Callable:
+    """The jitted, state-donating (state, batch) -> (state, metrics) of the experiment."""
+    cfg = exp.config
+    replicated = mesh_lib.replicated(exp.mesh)
+    group_lr, _ = optim.group_hparams(cfg.optim, cfg.recipe)[MAIN_GROUP[cfg.stage]]
+    return jax.jit(
+        make_train_step(exp.model, exp.tx, cfg.stage, cfg.recipe,
+                        optim.lr_schedule(group_lr, cfg.optim, exp.steps_per_epoch)),
+        in_shardings=(replicated, mesh_lib.batch_sharded(exp.mesh)),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+
+
+def _export(exp: Experiment, workdir: str, which: str, state: TrainState) -> str:
+    """Writes state's model to workdir/models/<which> (replacing an earlier export); collective."""
+    return artifacts.save_model(run_layout.model_dir(workdir, which), mesh_lib.to_host(state.variables()),
+                                exp.model_config, overwrite=True)
+
+
+def _end_of_epoch_eval(exp: Experiment, workdir: str, evaluate_fn: EvaluateFn, state: TrainState, log: MetricsLog,
+                       done: int, epoch: int, best: dict | None) -> dict | None:
+    """Evaluates `state` after epoch `epoch` (0-based, ending at step `done`), logs the result and,
+    when it holds `config.train.best_metric` >= the best so far, exports models/best; returns
+    the best so far ({"step", "epoch", "metric", "value"}, None before any)."""
+    metric = exp.config.train.best_metric
+    results = {k: float(v) for k, v in evaluate_fn(state).items()}
+    log.write("eval", done, epoch, results)
+    say(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(results.items())))
+    value = results.get(metric)
+    if value is None:
+        say(f"config.train.best_metric {metric!r} is not among the evaluation's metrics "
+            f"({', '.join(sorted(results))}); no best model is kept")
+        return best
+    if best is None or value >= best["value"]:
+        best = {"step": done, "epoch": epoch, "metric": metric, "value": value}
+        exported = _export(exp, workdir, "best", state)
+        say(f"best model so far by {metric} ({value:.4g}, epoch {epoch + 1}): {exported}")
+    return best
 
 
 def train(exp: Experiment, workdir: str, evaluate_fn: EvaluateFn | None = None,
@@ -254,7 +389,7 @@ def train(exp: Experiment, workdir: str, evaluate_fn: EvaluateFn | None = None,
     """Trains `exp` in `workdir`, resuming from its latest checkpoint; returns the final state.
 
     evaluate_fn: state -> {metric: value}, called after the epochs of docs/original.md §6.7 (no evaluation
-      and no best checkpoint when None). It must be done with the state when it returns: the
+      and no best model when None). It must be done with the state when it returns: the
       next step reuses (donates) its buffers.
     stop_after: return after this global step as a killed run would (nothing extra is saved);
       for time-boxed runs and tests.
@@ -262,12 +397,15 @@ def train(exp: Experiment, workdir: str, evaluate_fn: EvaluateFn | None = None,
       lr after a divergence), recording the change in config_changes.jsonl; otherwise that is
       refused (WorkdirError naming the keys).
 
-    Raises WorkdirError (a file, a workdir another run holds, a changed config) and ConfigError
-    (a bad init.checkpoint) before writing anything.
+    Raises WorkdirError (a file, a workdir in the old layout, a workdir another run holds, a
+    changed config) and ConfigError (a bad init.checkpoint) before writing anything.
     """
     workdir = os.path.abspath(workdir)
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise WorkdirError(f"workdir {workdir} is a file, not a directory")
+    old = run_layout.old_layout_problem(workdir)
+    if old:
+        raise WorkdirError(old)
     existed = os.path.isdir(workdir)
     with contextlib.ExitStack() as held:
         if existed:  # stop at once if another run holds it
@@ -284,126 +422,53 @@ def _train(exp: Experiment, workdir: str, initial: dict | None, change: dict | N
            evaluate_fn: EvaluateFn | None, stop_after: int | None) -> TrainState:
     """`train` in a locked workdir; initial: the replicated start variables (None: resuming)."""
     cfg = exp.config
-    tcfg = cfg.train
+    spe, total = exp.steps_per_epoch, exp.total_steps
     process0 = jax.process_index() == 0
     if process0:
         _write_config(exp, workdir, change)
 
-    state_sharding = mesh_lib.replicated(exp.mesh)
-    ckpts = checkpointing.TrainCheckpoints(workdir, keep=tcfg.keep_checkpoints)
+    ckpts = checkpointing.TrainCheckpoints(workdir, keep=cfg.train.keep_checkpoints)
     layout = _input_layout(exp)
-    num_epochs, spe, total = tcfg.num_epochs, exp.steps_per_epoch, exp.total_steps
-    meta: dict = {}
-    if ckpts.latest_step() is not None:
-        start, state, meta = ckpts.restore(_abstract_state(exp))
-        same_layout = meta.get("input") == layout
-        iterator = make_iterator(exp.batches.dataset(num_epochs, start_step=0 if same_layout else start),
-                                 num_workers=cfg.data.num_workers, prefetch=cfg.data.prefetch)
-        if same_layout:
-            ckpts.restore_input(start, iterator)
-        say(f"resumed {workdir} at step {start} (epoch {start // spe})"
-            + ("" if same_layout else "; the input layout changed, so the input restarts at that step"))
-    else:
-        start = 0
-        iterator = make_iterator(exp.batches.dataset(num_epochs), num_workers=cfg.data.num_workers,
-                                 prefetch=cfg.data.prefetch)
-        create = jax.jit(functools.partial(create_state, tx=exp.tx, seed=cfg.seed), out_shardings=state_sharding)
-        state = create(_initial_variables(exp) if initial is None else initial)
-
-    group_lr, _ = optim.group_hparams(cfg.optim, cfg.recipe)[MAIN_GROUP[cfg.stage]]
-    step_fn = jax.jit(
-        make_train_step(exp.model, exp.tx, cfg.stage, cfg.recipe, optim.lr_schedule(group_lr, cfg.optim, spe)),
-        in_shardings=(state_sharding, mesh_lib.batch_sharded(exp.mesh)),
-        out_shardings=(state_sharding, state_sharding),
-        donate_argnums=0,
-    )
+    start, state, iterator, meta = _restore_or_init(exp, workdir, ckpts, initial, layout)
+    step_fn = _train_step(exp)
 
     log = MetricsLog(workdir, resume_step=start, enabled=process0)
     end = total if stop_after is None else min(total, stop_after)
     progress = Progress(total, start, enabled=process0, desc=f"{cfg.stage} {cfg.data.name}")
-    interval = Averages(meta.get("interval"))
-    epoch_avg = Averages(meta.get("epoch_avg"))
+    pipe = MetricsPipe(ckpts, progress, spe, meta)
     best = meta.get("best")
     images_per_step = IMAGES_PER_ROW * exp.batches.global_batch
-    clock = {"time": time.perf_counter(), "step": start}
-    pending: list[tuple[int, dict]] = []
-
-    def absorb() -> None:
-        """Fetches the metrics of dispatched steps; raises on a non-finite loss or state."""
-        while pending:
-            done_step, device_metrics = pending.pop(0)
-            metrics = mesh_lib.to_host(device_metrics)
-            state_finite = bool(metrics.pop("state_finite"))
-            metrics = {k: float(v) for k, v in metrics.items()}
-            if not (math.isfinite(metrics["loss"]) and state_finite):
-                ckpts.wait()
-                last = ckpts.latest_step()
-                kept = (f"The last good checkpoint, step {last}, stays in "
-                        f"{os.path.join(workdir, checkpointing.LATEST_DIR)}" if last is not None
-                        else "No checkpoint was written yet")
-                what = (f"loss is {metrics['loss']}" if not math.isfinite(metrics["loss"]) else
-                        f"the parameters, optimizer state or BN statistics are inf/NaN (loss {metrics['loss']})")
-                raise NonFiniteLossError(
-                    f"{what} at step {done_step} (epoch {(done_step - 1) // spe}; "
-                    f"id {metrics['id']}, wrt {metrics['wrt']}); stopped. {kept}; lower the learning rates "
-                    f"(resuming with them needs --allow_config_change) or check the input and initial weights "
-                    f"before running again.")
-            interval.add(metrics)
-            epoch_avg.add(metrics)
-            progress.update(1, metrics)
-
-    def checkpoint_meta(done: int) -> dict:
-        return {"step": done, "epoch": done // spe, "interval": interval.state(), "epoch_avg": epoch_avg.state(),
-                "best": best, "input": layout}
-
+    clock, clock_step = time.perf_counter(), start
     try:
         for step in range(start, end):
             batch = mesh_lib.put_batch(next(iterator), exp.mesh)
             state, metrics = step_fn(state, batch)
-            absorb()  # the previous step's, while this one runs
+            pipe.absorb()  # the previous step's, while this one runs
             ckpts.check()  # a failed background save stops the run now, not at the next save
             done = step + 1
-            pending.append((done, metrics))
+            pipe.push(done, metrics)
             epoch = step // spe
-            epoch_end = done % spe == 0
-            eval_now = evaluate_fn is not None and epoch_end and _eval_due(cfg, epoch)
-            save_now = done % tcfg.checkpoint_every_steps == 0 or epoch_end
-            # Records at fixed steps only, so a stopped and resumed run logs what one run would.
-            log_now = done % tcfg.log_every_steps == 0 or epoch_end
-            if log_now or save_now or eval_now:
-                absorb()
-            if log_now:
+            due = due_at(done, spe, cfg.train, evaluate_fn is not None)
+            if due.any:
+                pipe.absorb()
+            if due.log:
                 now = time.perf_counter()
-                ips = (done - clock["step"]) * images_per_step / max(now - clock["time"], 1e-9)
-                clock.update(time=now, step=done)
-                values = {**interval.means(), "images_per_sec": ips}
+                ips = (done - clock_step) * images_per_step / max(now - clock, 1e-9)
+                clock, clock_step = now, done
+                values = {**pipe.take_interval(), "images_per_sec": ips}
                 log.write("train", done, epoch, values)
                 progress.update(0, values, ips)
-                interval = Averages()
-            if epoch_end:
-                log.write("epoch", done, epoch, epoch_avg.means())
-                epoch_avg = Averages()
-            if eval_now:
-                results = {k: float(v) for k, v in evaluate_fn(state).items()}
-                log.write("eval", done, epoch, results)
-                say(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(results.items())))
-                value = results.get(tcfg.best_metric)
-                if value is None:
-                    say(f"config.train.best_metric {tcfg.best_metric!r} is not among the evaluation's metrics "
-                        f"({', '.join(sorted(results))}); no best model is kept")
-                elif best is None or value >= best["value"]:
-                    best = {"step": done, "epoch": epoch, "metric": tcfg.best_metric, "value": value}
-                    ckpts.save_best(done, state, iterator.get_state(), checkpoint_meta(done))
-                    exported = checkpointing.export_variables(
-                        os.path.join(workdir, checkpointing.VARIABLES_DIR, "best"), state, exp.model_config)
-                    say(f"best model so far by {tcfg.best_metric} ({value:.4g}, epoch {epoch + 1}): {exported}")
-            if save_now:
-                ckpts.save(done, state, iterator.get_state(), checkpoint_meta(done))
-        absorb()
+            if due.epoch_end:
+                log.write("epoch", done, epoch, pipe.take_epoch())
+            if due.eval:
+                best = _end_of_epoch_eval(exp, workdir, evaluate_fn, state, log, done, epoch, best)
+            if due.save:
+                meta = {"step": done, "epoch": done // spe, **pipe.state(), "best": best, "input": layout}
+                ckpts.save(done, state, iterator.get_state(), meta)
+        pipe.absorb()
         ckpts.wait()
         if int(mesh_lib.to_host(state.step)) == total:
-            exported = checkpointing.export_variables(
-                os.path.join(workdir, checkpointing.VARIABLES_DIR, "last"), state, exp.model_config)
+            exported = _export(exp, workdir, "last", state)
             say(f"finished {total} steps; model variables in {exported}")
     finally:
         progress.close()
