@@ -42,7 +42,6 @@ import dataclasses  # noqa: E402
 import datetime  # noqa: E402
 import functools  # noqa: E402
 import gc  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -60,6 +59,7 @@ from benchmarks import metrics as metric_problems  # noqa: E402
 from benchmarks import torch_reference as tref  # noqa: E402
 from tvilfm_jax import optim  # noqa: E402
 from tvilfm_jax.conversion.official import convert_official  # noqa: E402
+from tvilfm_jax.data.tokenizer import CONTEXT_LENGTH, EOT, SOT  # noqa: E402
 from tvilfm_jax.eval.features import FeatureExtractor  # noqa: E402
 from tvilfm_jax.eval.metrics import evaluate  # noqa: E402
 from tvilfm_jax.eval.reference_metrics import reference_evaluate  # noqa: E402
@@ -70,7 +70,6 @@ from tvilfm_jax.training.step import MAIN_GROUP, make_train_step  # noqa: E402
 
 SECTIONS = ("stage1", "stage2", "eval", "metrics", "input")
 STAGE_OF_SECTION = {"stage1": "base", "stage2": "tvilfm"}
-SOT, EOT, CONTEXT = 49406, 49407, 77
 MAX_AMP_SETTLE_STEPS = 30  # 2^16 halves to 1 in 16 skips
 REPO = Path(__file__).resolve().parent.parent
 
@@ -118,14 +117,6 @@ PRESETS = {
 }
 
 
-def load_optim_config(stage: str):
-    """The `optim` section of configs/common.py (docs/original.md §2 defaults); loaded by path as configs are."""
-    spec = importlib.util.spec_from_file_location("tvilfm_configs_common", REPO / "configs" / "common.py")
-    common = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(common)
-    return common.base_config(stage).optim
-
-
 def model_config(sizes: Sizes, dtype: str) -> ModelConfig:
     text = TextConfig(width=sizes.text_width, layers=sizes.text_layers, heads=sizes.text_heads,
                       embed_dim=32 * sizes.resnet_width)
@@ -138,7 +129,7 @@ def model_config(sizes: Sizes, dtype: str) -> ModelConfig:
 
 def token_ids(rng: np.random.Generator, n: int) -> np.ndarray:
     """Caption-like ids int32 [n, 77]: SOT, 6-40 BPE ids, EOT, zero padding."""
-    ids = np.zeros((n, CONTEXT), np.int32)
+    ids = np.zeros((n, CONTEXT_LENGTH), np.int32)
     for row in ids:
         length = int(rng.integers(6, 41))
         row[0], row[length + 1] = SOT, EOT
@@ -236,7 +227,7 @@ def bench_train(section: str, sizes: Sizes, env: Env) -> dict:
     """One train step of stage "base" or "tvilfm", JAX vs PyTorch eager (+ torch.compile)."""
     stage = STAGE_OF_SECTION[section]
     cfg = model_config(sizes, env.jax_dtype)
-    optim_cfg = load_optim_config(stage)
+    optim_cfg = optim.OptimSettings()  # the docs/original.md §2 defaults
     torch.manual_seed(0)
     tmodel = tref.TorchTVILFM(cfg)
     variables = convert_official(tref.state_dict_numpy(tmodel), cfg)

@@ -14,6 +14,8 @@ from PIL import Image
 
 IMAGE_HEIGHT = 288
 IMAGE_WIDTH = 144
+# (H, W): the size records are stored at, and the default size training and evaluation feed.
+IMAGE_SIZE = (IMAGE_HEIGHT, IMAGE_WIDTH)
 
 # Errors PIL raises for files that are not images, are truncated or are otherwise undecodable.
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)

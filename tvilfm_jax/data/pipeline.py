@@ -29,11 +29,12 @@ import numpy as np
 from absl import flags
 
 from tvilfm_jax.data import images, sampler, transforms
+from tvilfm_jax.data.tokenizer import CONTEXT_LENGTH
 
 # Keeps the per-example random streams apart from the sampler's (sampler.SAMPLER_STREAM).
 EXAMPLE_STREAM = 1
-TEXT_LENGTH = 77
-IMAGE_SIZE = (288, 144)
+# The original's probability of feeding a caption's LLM rephrase instead (docs/original.md §5.3).
+LLM_AUG_PROB = 0.5
 
 
 def _describe(source: Any) -> str:
@@ -158,8 +159,8 @@ class TrainBatches:
         process_count: int = 1,
         with_text: bool = True,
         llm_aug: bool = True,
-        llm_aug_prob: float = 0.5,
-        image_size: tuple[int, int] = IMAGE_SIZE,
+        llm_aug_prob: float = LLM_AUG_PROB,
+        image_size: tuple[int, int] = images.IMAGE_SIZE,
         crop_padding: int = transforms.PAD,
         labels_rgb: np.ndarray | None = None,
         labels_ir: np.ndarray | None = None,
@@ -240,9 +241,9 @@ class TrainBatches:
             keys = ("caption_ids", "rephrase_ids") if self.llm_aug else ("caption_ids",)
             for key in keys:
                 ids = np.asarray(_field(record, key, where))
-                if ids.shape != (TEXT_LENGTH,) or not np.issubdtype(ids.dtype, np.integer):
+                if ids.shape != (CONTEXT_LENGTH,) or not np.issubdtype(ids.dtype, np.integer):
                     raise ValueError(
-                        f"{where}: {key!r} must be int [{TEXT_LENGTH}], got {ids.dtype} {ids.shape}"
+                        f"{where}: {key!r} must be int [{CONTEXT_LENGTH}], got {ids.dtype} {ids.shape}"
                     )
                 out[key] = ids
         return out
@@ -263,8 +264,8 @@ class TrainBatches:
             "target_ir": np.empty((b,), np.int32),
         }
         if self.with_text:
-            batch["text_rgb"] = np.empty((b, TEXT_LENGTH), np.int32)
-            batch["text_ir"] = np.empty((b, TEXT_LENGTH), np.int32)
+            batch["text_rgb"] = np.empty((b, CONTEXT_LENGTH), np.int32)
+            batch["text_ir"] = np.empty((b, CONTEXT_LENGTH), np.int32)
         for i, col in enumerate(self._columns.tolist()):
             i_rgb, i_ir = int(order_rgb[in_epoch, col]), int(order_ir[in_epoch, col])
             rgb = self._record(self.rgb_source, i_rgb, "RGB")

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from tvilfm_jax.data.images import resize
+from tvilfm_jax.data.images import IMAGE_SIZE, resize
 from tvilfm_jax.data.tokenizer import tokenize
 from tvilfm_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from tvilfm_jax.models.fusion import fuse
@@ -137,7 +137,7 @@ class FeatureExtractor:
       progress: show tqdm progress bars.
     """
 
-    def __init__(self, model: nn.Module, batch_size: int = 128, image_size: tuple[int, int] = (288, 144),
+    def __init__(self, model: nn.Module, batch_size: int = 128, image_size: tuple[int, int] = IMAGE_SIZE,
                  sharding: jax.sharding.Sharding | None = None, progress: bool = True):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
