@@ -65,8 +65,8 @@ def read_section(cls: type[T], section: Any, where: str) -> T:
         if f.name not in values:
             raise ConfigError(f"config: missing key {where + '.' + f.name!r}")
         if f.default is not dataclasses.MISSING and not _type_ok(values[f.name], f.default):
-            raise ConfigError(f"config.{where}.{f.name} must be a {type(f.default).__name__} like its default "
-                              f"{f.default!r}, got {values[f.name]!r}")
+            raise ConfigError(f"config.{where}.{f.name} must be of type {type(f.default).__name__} (default "
+                              f"{f.default!r}), got {values[f.name]!r}")
     return cls(**values)
 
 
