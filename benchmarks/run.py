@@ -65,6 +65,7 @@ from tvilfm_jax.eval.metrics import evaluate  # noqa: E402
 from tvilfm_jax.eval.reference_metrics import reference_evaluate  # noqa: E402
 from tvilfm_jax.models.text import TextConfig  # noqa: E402
 from tvilfm_jax.models.tvilfm import TVILFM, ModelConfig  # noqa: E402
+from tvilfm_jax.training.config import DataSettings, ModelSettings  # noqa: E402
 from tvilfm_jax.training.state import create_state  # noqa: E402
 from tvilfm_jax.training.step import MAIN_GROUP, make_train_step  # noqa: E402
 
@@ -101,10 +102,14 @@ class Sizes:
         return self.ids_per_batch * self.images_per_id
 
 
+# The configs' defaults: the paper's sizes.
+_DATA, _MODEL = DataSettings(), ModelSettings()
 PRESETS = {
     # The paper's network and batch (docs/original.md §2): ResNet-50, CLIP RN50 text tower, 8x4 per modality.
-    "full": Sizes(8, 4, (288, 144), (3, 4, 6, 3), 64, 512, 12, 8, 395, eval_images=2048, eval_batch=128,
-                  metrics="paper", input_batches=10, repeats=20, aux_repeats=5, warmup=3),
+    "full": Sizes(_DATA.ids_per_batch, _DATA.images_per_id, _DATA.image_size, _MODEL.resnet_blocks,
+                  _MODEL.resnet_width, _MODEL.text_width, _MODEL.text_layers, _MODEL.text_heads, 395,
+                  eval_images=2048, eval_batch=128, metrics="paper", input_batches=10, repeats=20, aux_repeats=5,
+                  warmup=3),
     # A 2-core CPU: the same network at one bottleneck per layer and width 32 (D = 1024), a 2-layer
     # text tower of width 128, 2x4 images of 128x64. Keep images >= 128x64 on CPU: XLA:CPU runs a
     # 3x3 conv on maps narrower than the kernel (layer3/4 of 64x32 images are 4x2) ~50x slower

@@ -138,7 +138,7 @@ class TrainSettings:
     # == 0 (docs/original.md §6.7); the best checkpoint is the one with the highest `best_metric` (ties:
     # later), a key of the evaluation's metrics: "<modality>/<R1|R5|R10|R20|mAP|mINP>" of the main
     # protocol, or "rank1" = R1 of its primary modality (MER if scored, else Fusion, Text, IR). The
-    # configs select stage 2 of the "paper" recipe by "fusion/R1" (configs/common.py).
+    # configs select stage 2 of the "paper" recipe by "fusion/R1" (tvilfm_jax/configs/common.py).
     eval_every_epochs: int = 2
     eval_start_epoch: int = 80
     best_metric: str = "rank1"
@@ -207,18 +207,16 @@ class ExperimentSettings:
             missing, unknown = sorted(top - keys), sorted(keys - top)
             raise ConfigError(f"config: missing key {missing[0]!r}" if missing else
                               f"config: unknown key(s) {unknown}; expected some of {sorted(top)}")
+        sections = {name: read_section(settings, config[name], name) for name, settings in (
+            ("data", DataSettings), ("model", ModelSettings), ("optim", OptimSettings), ("train", TrainSettings),
+            ("init", InitSettings))}
         try:
             evaluation = settings_from_config(config)
-        except ConfigError:
+        except ConfigError:  # already names config.eval
             raise
         except ValueError as err:  # EvalSettings' checks name "eval.<key>"
             raise ConfigError(f"config.{err}") from None
-        return cls(stage=config["stage"], recipe=config["recipe"], seed=config["seed"],
-                   data=read_section(DataSettings, config["data"], "data"),
-                   model=read_section(ModelSettings, config["model"], "model"),
-                   optim=read_section(OptimSettings, config["optim"], "optim"),
-                   train=read_section(TrainSettings, config["train"], "train"),
-                   eval=evaluation, init=read_section(InitSettings, config["init"], "init"))
+        return cls(stage=config["stage"], recipe=config["recipe"], seed=config["seed"], eval=evaluation, **sections)
 
 
 def validate(config: Any) -> ExperimentSettings:
