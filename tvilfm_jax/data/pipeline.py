@@ -64,6 +64,18 @@ def read_labels(source: Sequence[dict]) -> np.ndarray:
     return labels
 
 
+def check_augmentation(llm_aug_prob: float, image_size: Sequence[int], crop_padding: int,
+                       where: str = "") -> tuple[float, tuple[int, int], int]:
+    """(llm_aug_prob, (H, W), crop_padding) as `TrainBatches` takes them; a bad one is a
+    ValueError naming `where` + the argument (the training config: "config.data.")."""
+    if not 0.0 <= llm_aug_prob <= 1.0:
+        raise ValueError(f"{where}llm_aug_prob must be in [0, 1], got {llm_aug_prob!r}")
+    size = images.check_size(image_size, f"{where}image_size")
+    if isinstance(crop_padding, bool) or int(crop_padding) != crop_padding or crop_padding < 0:
+        raise ValueError(f"{where}crop_padding must be an int >= 0, got {crop_padding!r}")
+    return llm_aug_prob, size, int(crop_padding)
+
+
 class TfdsTrainRecords:
     """A TFDS `train_rgb` / `train_ir` data source that decodes only the fields the pipeline uses.
 
@@ -189,15 +201,8 @@ class TrainBatches:
         self.seed = seed
         self.with_text = with_text
         self.llm_aug = llm_aug
-        if not 0.0 <= llm_aug_prob <= 1.0:
-            raise ValueError(f"llm_aug_prob must be in [0, 1], got {llm_aug_prob}")
-        self.llm_aug_prob = llm_aug_prob
-        if len(image_size) != 2 or min(image_size) < 1:
-            raise ValueError(f"image_size must be (height, width), got {image_size}")
-        self.image_size = (int(image_size[0]), int(image_size[1]))
-        if isinstance(crop_padding, bool) or int(crop_padding) != crop_padding or crop_padding < 0:
-            raise ValueError(f"crop_padding must be an int >= 0, got {crop_padding!r}")
-        self.crop_padding = int(crop_padding)
+        self.llm_aug_prob, self.image_size, self.crop_padding = check_augmentation(
+            llm_aug_prob, image_size, crop_padding)
         self.steps_per_epoch = sampler.steps_per_epoch(
             len(rgb_source), len(ir_source), ids_per_batch, images_per_id
         )

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tvilfm_jax.data.datasets import DEFAULT_PROTOCOLS
-from tvilfm_jax.data.images import IMAGE_SIZE
+from tvilfm_jax.data.images import IMAGE_SIZE, check_size
 from tvilfm_jax.eval.texts import TEXT_SOURCES
 from tvilfm_jax.sections import as_dict, unknown_keys
 from tvilfm_jax.stages import RECIPES
@@ -139,7 +139,7 @@ class EvalSettings:
         object.__setattr__(self, "modalities", tuple(str(m) for m in self.modalities))
         object.__setattr__(self, "text_sources", tuple(str(s) for s in self.text_sources))
         object.__setattr__(self, "flip", tuple(bool(f) for f in self.flip))
-        object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
+        object.__setattr__(self, "image_size", check_size(self.image_size, "eval.image_size"))
         if self.trials is not None:
             object.__setattr__(self, "trials", tuple(int(t) for t in self.trials))
         _check_subset("eval.protocols", self.protocols, PROTOCOLS)
@@ -151,8 +151,6 @@ class EvalSettings:
             raise ValueError(f"eval.dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.recipe not in RECIPES:
             raise ValueError(f"eval.recipe (or config.recipe) must be one of {RECIPES}, got {self.recipe!r}")
-        if len(self.image_size) != 2 or min(self.image_size) < 1:
-            raise ValueError(f"eval.image_size must be (H, W), got {self.image_size}")
         for name in ("batch_size", "max_rank", "ranking_queries", "ranking_top_k"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"eval.{name} must be positive, got {getattr(self, name)}")

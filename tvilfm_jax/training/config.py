@@ -29,7 +29,7 @@ import jax
 from tvilfm_jax.data import transforms
 from tvilfm_jax.data.datasets import tfds_name
 from tvilfm_jax.data.images import IMAGE_SIZE
-from tvilfm_jax.data.pipeline import LLM_AUG_PROB
+from tvilfm_jax.data.pipeline import LLM_AUG_PROB, check_augmentation
 from tvilfm_jax.eval.settings import EvalSettings, settings_from_config
 from tvilfm_jax.models.resnet import RESNET50_BLOCKS, feature_dim
 from tvilfm_jax.models.text import TextConfig
@@ -69,15 +69,14 @@ class DataSettings:
     def __post_init__(self):
         if not self.name:
             raise ConfigError(f"config.data.name must be a TFDS dataset name, got {self.name!r}")
-        size = tuple(self.image_size)
-        if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 16 for v in size):
-            raise ConfigError(f"config.data.image_size must be (H, W) ints >= 16, got {self.image_size!r}")
+        try:  # the pipeline's checks, with the config's names
+            check_augmentation(self.llm_aug_prob, self.image_size, self.crop_padding, "config.data.")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         for key in ("ids_per_batch", "images_per_id"):
             positive_int(getattr(self, key), f"config.data.{key}")
         for key in ("num_workers", "prefetch"):
             positive_int(getattr(self, key), f"config.data.{key}", 0)
-        if not 0.0 <= self.llm_aug_prob <= 1.0:
-            raise ConfigError(f"config.data.llm_aug_prob must be in [0, 1], got {self.llm_aug_prob!r}")
 
 
 @dataclasses.dataclass(frozen=True)
