@@ -70,7 +70,7 @@ def base_config(stage: str = STAGES[0], recipe: str = RECIPES[0]) -> ml_collecti
     # The paper selects stage 1 by IR R1 (the only modality scored) and stage 2 by Fusion R1 (the
     # official script tests --test_modality Fusion without --CAT_EVAL, docs/original.md §7).
     c.train.best_metric = "fusion/R1" if stage == "tvilfm" and recipe == "paper" else "rank1"
-    c.eval = ml_collections.ConfigDict(section_dict(EvalSettings, exclude=tuple(FROM_EXPERIMENT)))
+    c.eval = ml_collections.ConfigDict(section_dict(EvalSettings, exclude=FROM_EXPERIMENT))
     # Protocols empty: all of the dataset's for `python -m tvilfm_jax.evaluate`, its main one
     # (SYSU all-search, RegDB t->v, LLCM i->v) during training, as the original.
     c.eval.modalities = stage_modalities(stage)

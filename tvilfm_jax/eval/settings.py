@@ -180,8 +180,9 @@ def _check_subset(name: str, values: Sequence[str], allowed: Mapping | Sequence,
         raise ValueError(f"{name} lists a value twice: {list(values)}")
 
 
-#: EvalSettings fields an experiment config sets outside `config.eval`, and where.
-FROM_EXPERIMENT = {"recipe": "recipe", "image_size": "data.image_size"}
+#: EvalSettings fields an experiment config sets outside `config.eval`: `config.recipe` and
+#: `config.data.image_size` (what the model was trained with).
+FROM_EXPERIMENT = ("recipe", "image_size")
 
 
 def stage_modalities(stage: str | None) -> tuple[str, ...]:
