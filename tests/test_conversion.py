@@ -171,9 +171,9 @@ def test_convert_cli_torchvision_resnet50_roundtrip(tmp_path):
     model = tref.torchvision_resnet50_last_stride1()
     torch.save(model.state_dict(), tmp_path / "resnet50.pth")
     # Full ResNet-50; a 1-layer, narrow text tower keeps the checkpoint small.
-    argv = ["--kind", "torchvision", "--input", str(tmp_path / "resnet50.pth"), "--num-classes", "7",
+    argv = ["--kind", "torchvision", "--input", str(tmp_path / "resnet50.pth"), "--num_classes", "7",
             "--output", str(tmp_path / "ckpt"),
-            "--model-json", json.dumps({"text": {"vocab_size": 64, "width": 16, "layers": 1, "heads": 2}})]
+            "--model_json", json.dumps({"text": {"vocab_size": 64, "width": 16, "layers": 1, "heads": 2}})]
     convert.main(argv)
     config, loaded = checkpoints.load_checkpoint(tmp_path / "ckpt")
     assert config.resnet_blocks == (3, 4, 6, 3) and config.num_classes == 7 and not config.backup
@@ -194,8 +194,8 @@ def test_convert_cli_official_stage1_with_backup_copy(tmp_path):
 
     model, sd = random_official_state_dict(backup=False, seed=3)
     torch.save(model.state_dict(), tmp_path / "base.pth")
-    common = ["--kind", "official", "--input", str(tmp_path / "base.pth"), "--num-classes", str(C),
-              "--model-json", json.dumps({"resnet_blocks": BLOCKS, "resnet_width": WIDTH, "text": TEXT})]
+    common = ["--kind", "official", "--input", str(tmp_path / "base.pth"), "--num_classes", str(C),
+              "--model_json", json.dumps({"resnet_blocks": BLOCKS, "resnet_width": WIDTH, "text": TEXT})]
     convert.main([*common, "--backup", "copy", "--output", str(tmp_path / "stage2_init")])
     config, loaded = checkpoints.load_checkpoint(tmp_path / "stage2_init")
     assert config == tiny_config(backup=True)
@@ -220,5 +220,5 @@ def test_convert_without_torch_says_which_extra_to_install(tmp_path, monkeypatch
     torch.save({"w": torch.zeros(2)}, path)
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ModuleNotFoundError
     with pytest.raises(SystemExit, match=r"needs torch: pip install 'tvilfm-jax\[convert\]'"):
-        convert.main(["--kind", "official", "--input", str(path), "--num-classes", "3",
+        convert.main(["--kind", "official", "--input", str(path), "--num_classes", "3",
                       "--output", str(tmp_path / "out")])

@@ -119,8 +119,8 @@ def official_pth(tmp_path_factory):
     model, _ = random_official_state_dict(backup=False, seed=5)
     path = tmp_path_factory.mktemp("pth") / "base.pth"
     torch.save(model.state_dict(), path)
-    flags = ["--kind", "official", "--num-classes", str(C),
-             "--model-json", json.dumps({"resnet_blocks": BLOCKS, "resnet_width": WIDTH, "text": TEXT})]
+    flags = ["--kind", "official", "--num_classes", str(C),
+             "--model_json", json.dumps({"resnet_blocks": BLOCKS, "resnet_width": WIDTH, "text": TEXT})]
     return torch, path, flags
 
 

@@ -104,12 +104,12 @@ def models(tmp_path_factory):
 
 
 def _cli(root, layout, models, command="all", *extra):
-    args = [command, "--root", root, "--layout", layout, "--device", "cpu", "--no-progress"]
+    args = [command, "--root", root, "--layout", layout, "--device", "cpu", "--noprogress"]
     if command in ("caption", "all"):
-        args += ["--rgb-model", models["rgb"], "--ir-model", models["ir"], "--caption-batch-size", "3",
-                 "--max-length", str(CAPTION_LENGTH)]
+        args += ["--rgb_model", models["rgb"], "--ir_model", models["ir"], "--caption_batch_size", "3",
+                 "--max_length", str(CAPTION_LENGTH)]
     if command in ("rephrase", "all"):
-        args += ["--llm-model", models["llm"], "--rephrase-batch-size", "3", "--max-new-tokens", str(NEW_TOKENS)]
+        args += ["--llm_model", models["llm"], "--rephrase_batch_size", "3", "--max_new_tokens", str(NEW_TOKENS)]
     return main(args + list(extra))
 
 
@@ -176,7 +176,7 @@ def test_interrupted_runs_resume_to_the_same_result(models, tmp_path):
     assert _cli(full, "regdb", models) == 0
 
     # Stop after 3 captions per modality (one batch): nothing is written to Text/ yet.
-    assert _cli(cut, "regdb", models, "caption", "--max-items", "3", "--flush-every", "1") == 0
+    assert _cli(cut, "regdb", models, "caption", "--max_items", "3", "--flush_every", "1") == 0
     done = _state(cut, "captions_RGB.json")
     assert len(done) == 3 and not os.path.exists(os.path.join(cut, "Text", "Blip_RGB"))
     # Mark a finished caption: a rerun must not recompute it.
@@ -198,7 +198,7 @@ def test_interrupted_runs_resume_to_the_same_result(models, tmp_path):
         json.dump(data, f)
 
     # Rephrasing samples: resumption still gives the uninterrupted texts (seeded by batch).
-    assert _cli(cut, "regdb", models, "rephrase", "--max-items", "3") == 0
+    assert _cli(cut, "regdb", models, "rephrase", "--max_items", "3") == 0
     assert len(_state(cut, "rephrases_RGB.json")) == 3
     assert _cli(cut, "regdb", models, "all") == 0
     for name in ("captions_RGB.json", "captions_IR.json", "rephrases_RGB.json", "rephrases_IR.json"):
@@ -220,7 +220,7 @@ def test_a_failing_image_keeps_the_finished_batches(models, tmp_path):
     with open(bad, "wb") as f:
         f.write(b"not an image")
     with pytest.raises(ValueError, match=f"{name}: cannot read image"):
-        _cli(root, "regdb", models, "caption", "--flush-every", "1")
+        _cli(root, "regdb", models, "caption", "--flush_every", "1")
     assert len(_state(root, "captions_RGB.json")) == 3
     os.replace(bad + ".ok", bad)
     assert _cli(root, "regdb", models, "caption") == 0
@@ -289,9 +289,9 @@ def test_clear_errors(models, tmp_path):
         shutil.copy(os.path.join(models["rgb"], name), no_processor)
     with pytest.raises(ValueError, match="blip_without_processor: no preprocessor_config.json or processor_config.json"):
         _cli(root, "regdb", {**models, "rgb": no_processor}, "caption")
-    # ... which --rgb-processor fixes.
-    assert _cli(root, "regdb", {**models, "rgb": no_processor}, "caption", "--rgb-processor", models["rgb"],
-                "--max-items", "1") == 0
+    # ... which --rgb_processor fixes.
+    assert _cli(root, "regdb", {**models, "rgb": no_processor}, "caption", "--rgb_processor", models["rgb"],
+                "--max_items", "1") == 0
     with pytest.raises(ValueError, match=r"blip_rgb: expected a causal language model checkpoint .*found model_type 'blip'"):
         _cli(root, "regdb", {**models, "llm": models["rgb"]}, "rephrase")
     with pytest.raises(ValueError, match=r"captions_RGB\.json: 5 of 8 RGB training images have no caption yet.*run the caption stage first"):

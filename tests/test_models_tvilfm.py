@@ -1,4 +1,4 @@
-"""The assembled TVILFM model: config, init, stage-1/2 forwards, eval embeddings (docs/original.md §3, §6.2-6.3).
+"""The assembled TVILFM model: config, init, stage-1/2 forwards, eval heads (docs/original.md §3, §6.2-6.3).
 
 A tiny configuration (ResNet blocks (1,1,1,1), width 4 -> D = 128; a 1-layer text tower) keeps
 this fast; parity of the parts against PyTorch is in test_models_visual.py / test_conversion.py.
@@ -202,6 +202,10 @@ def test_eval_embeddings_follow_spec(tiny, backup):
         np.testing.assert_allclose(query["ir"], q_i, rtol=1e-4, atol=1e-5)
         np.testing.assert_array_equal(gallery["ir"], gallery["current"])
     np.testing.assert_allclose(np.linalg.norm(query["fusion"], axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(query["ir_current"], q_i, rtol=1e-4, atol=1e-5)
+    if backup:  # the heads of a model with backups refuse to run without the backup features
+        with pytest.raises(ValueError, match="backup GeM features"):
+            apply(variables, f_ir, None, t_rgb, t_ir, method="query_heads")
 
 
 def test_add_fusion_and_bf16(tiny):

@@ -20,14 +20,18 @@ checkpoint. Changing the epochs of a finished stage needs --fresh (or another wo
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+
+from absl import flags
+
+from tvilfm_jax import cli
 
 TEXT_SOURCES = ("paper", "ir_only")
 MODALITIES = ("ir", "text", "fusion", "mer")
@@ -167,23 +171,22 @@ def run(workdir: str | os.PathLike = "runs/demo", epochs1: int = 0, epochs2: int
     return {"numbers": numbers, "files": files, "seconds": seconds}
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--workdir", default="runs/demo", help="where the runs and the report go (default %(default)s)")
-    parser.add_argument("--epochs1", type=int, default=0, help="stage-1 epochs (default: the config's)")
-    parser.add_argument("--epochs2", type=int, default=0, help="stage-2 epochs (default: the config's)")
-    parser.add_argument("--fresh", action="store_true", help="delete the workdir's runs first")
-    args = parser.parse_args(argv)
+def main(argv: Sequence[str]) -> None:
+    """The demo as `argv` (the arguments after the program name) asks."""
+    fv = flags.FlagValues()
+    flags.DEFINE_string("workdir", "runs/demo", "where the runs and the report go", flag_values=fv)
+    flags.DEFINE_integer("epochs1", 0, "stage-1 epochs (0: the config's)", flag_values=fv)
+    flags.DEFINE_integer("epochs2", 0, "stage-2 epochs (0: the config's)", flag_values=fv)
+    flags.DEFINE_bool("fresh", False, "delete the workdir's runs first", flag_values=fv)
+    cli.parse(["tvilfm_jax.demo", *argv], fv, __doc__)
     from tvilfm_jax.training import loop
 
     try:
-        run(args.workdir, args.epochs1, args.epochs2, args.fresh)
+        run(fv.workdir, fv.epochs1, fv.epochs2, fv.fresh)
     except (DemoError, ValueError, loop.WorkdirError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+        cli.fail(err)
 
 
 if __name__ == "__main__":
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    main()
+    main(sys.argv[1:])

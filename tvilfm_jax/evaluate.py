@@ -21,9 +21,11 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from tvilfm_jax import cli
 from tvilfm_jax.training.config import exit_on_unknown_override
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file[:arg], e.g. configs/sysu.py",
+_CONFIG = config_flags.DEFINE_config_file("config", None,
+                                          "experiment config file[:arg] (required), e.g. configs/sysu.py",
                                           lock_config=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "checkpoint directory (config.json + variables/)")
 _WORKDIR = flags.DEFINE_string("workdir", None, "training run directory (evaluates its variables/<which> export)")
@@ -33,36 +35,36 @@ _OUTPUT = flags.DEFINE_string("output", None, "report directory (default: <check
 _PROGRESS = flags.DEFINE_bool("progress", True, "show progress bars")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def main(argv: list[str]) -> None:
+    """argv: absl's, the program name only (`parse_flags` refuses positional arguments)."""
+    del argv
     if _CONFIG.value is None:
-        raise app.UsageError("--config is required (e.g. --config configs/sysu.py:stage=tvilfm)")
+        cli.fail("--config is required (e.g. --config configs/sysu.py:stage=tvilfm)")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax and tfds log every file they touch at INFO
     from tvilfm_jax.eval import runner
 
     config = _CONFIG.value
-    try:
+    try:  # bad input (a missing checkpoint, a config asking the impossible, unreadable test data): one line
         model_config, variables, described = runner.load_model(_CHECKPOINT.value, workdir=_WORKDIR.value,
                                                                which=_WHICH.value)
         runner.require_trained_text(model_config, runner.settings_from_config(config), described)
-    except ValueError as err:
-        raise app.UsageError(str(err)) from None
-    if _DATASET_ROOT.value is None and config.get("data", {}).get("build_synthetic", False):
-        from tfds_builders.prepare import ensure_built
+        if _DATASET_ROOT.value is None and config.get("data", {}).get("build_synthetic", False):
+            from tfds_builders.prepare import ensure_built
 
-        ensure_built(config.data)
-    test = runner.load_test_set(config, _DATASET_ROOT.value)
+            ensure_built(config.data)
+        test = runner.load_test_set(config, _DATASET_ROOT.value)
+    except (OSError, ValueError) as err:
+        cli.fail(err)
     output = _OUTPUT.value or os.path.join(_CHECKPOINT.value or _WORKDIR.value, "eval")
     runner.evaluate_and_report(config, model_config, variables, output, checkpoint=described, test=test,
                                progress=_PROGRESS.value)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with a one-line error for a misspelt --config.<key>."""
+    """absl's flag parsing (`cli.parse`), with a one-line error for a misspelt --config.<key> too."""
     with exit_on_unknown_override():
-        return app.parse_flags_with_usage(argv)
+        return cli.parse(argv, flags.FLAGS, __doc__)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,10 @@ process per host with --coordinator_address (or JAX_COORDINATOR_ADDRESS), --num_
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from tvilfm_jax import cli
 from tvilfm_jax.configs import synthetic
 from tvilfm_jax.training.config import exit_on_unknown_override
 
@@ -59,8 +58,7 @@ def evaluator(experiment):
 def main(argv: list[str], make_evaluate=None) -> None:
     """make_evaluate: experiment -> evaluate_fn(state) -> {metric: value}, the periodic evaluation
     (see `training.loop.train`); None uses `evaluator` unless `config.train.evaluate` is False."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    del argv  # absl's, the program name only (`parse_flags` refuses positional arguments)
     FLAGS = flags.FLAGS
     if not FLAGS["verbosity"].present:
         # orbax logs every checkpoint step at INFO; --verbosity=0 brings that back.
@@ -81,14 +79,13 @@ def main(argv: list[str], make_evaluate=None) -> None:
                  allow_config_change=FLAGS.allow_config_change)
     except (ConfigError, DatasetNotFoundError, loop.NonFiniteLossError, loop.WorkdirError,
             CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+        cli.fail(err)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with a one-line error for a misspelt --config.<key>."""
+    """absl's flag parsing (`cli.parse`), with a one-line error for a misspelt --config.<key> too."""
     with exit_on_unknown_override(_DEFAULT_CONFIG):
-        return app.parse_flags_with_usage(argv)
+        return cli.parse(argv, flags.FLAGS, __doc__)
 
 
 if __name__ == "__main__":

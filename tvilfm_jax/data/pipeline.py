@@ -8,13 +8,14 @@ therefore do not depend on the number of worker processes or hosts, and resuming
 (grain iterator state, or `start_step`) reproduces the same stream.
 
 Sources are random-access sequences of record dicts: a `tfds.data_source(...)` split
-(`train_rgb` / `train_ir`, schema in tfds_builders/; `tfds_train_sources` wraps both in the
-faster `TfdsTrainRecords`) or, e.g. in tests, a plain list. Keys used:
-`image` uint8 [H, W, 3], `label` int (0..C-1), and with text `caption_ids`, `rephrase_ids`
-int32 [77].
+(`train_rgb` / `train_ir`, schema in tfds_builders/), best wrapped in `TfdsTrainRecords`, which
+decodes only these keys (training does; `tfds_train_sources` opens both splits so), or, e.g. in
+tests, a plain list. Keys used: `image` uint8 [h, w, 3] (Lanczos-resized to `image_size` when it
+differs), `label` int (0..C-1), and with text `caption_ids` int [77] (and `rephrase_ids` int [77]
+with `llm_aug`).
 
-A batch is a dict of NumPy arrays (B = P*K / process_count):
-  img_rgb_ori, img_rgb_aug, img_ir   float32 [B, H, W, 3]  (color1, color2, thermal)
+A batch is a dict of NumPy arrays (B = P*K / process_count, (H, W) = image_size):
+  img_rgb_ori, img_rgb_aug, img_ir   float32 [B, H, W, 3]  (color1, color2, thermal; normalised)
   target_rgb, target_ir              int32 [B]             (equal position-wise)
   text_rgb, text_ir                  int32 [B, 77]         (only when with_text)
 """

@@ -2,9 +2,10 @@
 
 Extraction stops before the BN-neck and keeps the pre-neck features (GeM image features, EOT
 caption features), so that one pass serves every protocol, text source and trial: the query
-embeddings of docs/original.md §6.2-6.3 are then cheap functions of those features (`query_embeddings`),
-whatever caption each query is given. Images go to the device as uint8 and are normalised in
-the jitted function (ToTensor + ImageNet Normalize, as `data.transforms.normalize`).
+embeddings of docs/original.md §6.2-6.3 are then cheap functions of those features (the model's
+heads, `TVILFM.gallery_heads` / `query_heads`), whatever caption each query is given. Images go
+to the device as uint8 and are normalised in the jitted function (ToTensor + ImageNet Normalize,
+as `data.transforms.normalize`).
 
 Flip test-time augmentation (not in the original, docs/original.md §6.1) averages the GeM features of an
 image and of its mirror image before the neck. BN in eval mode is affine, so this equals
@@ -30,7 +31,6 @@ from tqdm.auto import tqdm
 from tvilfm_jax.data.images import IMAGE_SIZE, resize
 from tvilfm_jax.data.tokenizer import tokenize
 from tvilfm_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from tvilfm_jax.models.fusion import fuse
 
 MODALITIES = ("rgb", "ir")
 
@@ -41,64 +41,28 @@ def normalize_images(images: jax.Array) -> jax.Array:
     return (x - jnp.asarray(IMAGENET_MEAN, jnp.float32)) / jnp.asarray(IMAGENET_STD, jnp.float32)
 
 
-def _gem_features(module: nn.Module, images: jax.Array, modality: str) -> dict[str, jax.Array]:
-    """Pre-neck GeM features [N, D]: "current", plus "backup" (backup GeM) when the model has one."""
-    fmap = module.visual(images if modality == "rgb" else None, images if modality == "ir" else None, train=False)
-    out = {"current": module.gem(fmap)}
-    if module.config.backup:
-        out["backup"] = module.backup_gem(fmap)
-    return out
-
-
-# The jitted functions take the (hashable) model as a static argument, so every extractor of
-# one model definition shares their compilation cache.
+# The network and its heads are methods of the model (`TVILFM.eval_image_features`,
+# `text_features`, `embed`, `gallery_heads`, `query_heads`); this module batches, jits and calls
+# them. The jitted functions take the (hashable) model as a static argument, so every extractor
+# of one model definition shares their compilation cache.
 
 
 @functools.partial(jax.jit, static_argnames=("model", "modality", "flip"))
 def _image_fn(model: nn.Module, variables, images: jax.Array, modality: str, flip: bool):
     x = normalize_images(images)
-    if not flip:
-        return model.apply(variables, x, modality, method=_gem_features)
     b = x.shape[0]
-    both = model.apply(variables, jnp.concatenate([x, jnp.flip(x, axis=2)]), modality, method=_gem_features)
-    return {k: v[:b] for k, v in both.items()} | {f"{k}_flip": v[b:] for k, v in both.items()}
-
-
-@functools.partial(jax.jit, static_argnames=("model",))
-def _text_fn(model: nn.Module, variables, ids: jax.Array) -> jax.Array:
-    return model.apply(variables, ids, method=lambda m, t: m.text_features(t))
-
-
-def _neck(module: nn.Module, feats: jax.Array, head: str) -> jax.Array:
-    return getattr(module, head)(feats, train=False)
-
-
-@functools.partial(jax.jit, static_argnames=("model", "head"))
-def _embed_fn(model: nn.Module, variables, feats: jax.Array, head: str) -> jax.Array:
-    return model.apply(variables, feats, head, method=_neck)
-
-
-@functools.partial(jax.jit, static_argnames=("model",))
-def _query_fn(model: nn.Module, variables, f_ir, f_ir_backup, t_rgb, t_ir):
-    """The query embeddings of `TVILFM.query_embeddings`, from pre-neck features.
-
-    "mer" is not returned as one vector: it is scored as the sum of the three score matrices
-    of "fusion", "ir_current" and "text" (docs/original.md §6.3).
-    """
-
-    def heads(m):
-        def neck(x):
-            return m.neck(x, train=False)
-
-        out = {
-            "ir_current": neck(f_ir),
-            "text": neck(t_rgb),
-            "fusion": neck(fuse(m.config.fusion, f_ir, t_rgb, t_ir)),
-        }
-        out["ir"] = m.backup_neck(f_ir_backup, train=False) if m.config.backup else out["ir_current"]
+    if flip:
+        x = jnp.concatenate([x, jnp.flip(x, axis=2)])
+    rgb, ir = (x, None) if modality == "rgb" else (None, x)
+    out = model.apply(variables, rgb, ir, method="eval_image_features")
+    if not flip:
         return out
+    return {k: v[:b] for k, v in out.items()} | {f"{k}_flip": v[b:] for k, v in out.items()}
 
-    return model.apply(variables, method=heads)
+
+@functools.partial(jax.jit, static_argnames=("model", "method"))
+def _apply_fn(model: nn.Module, variables, *args, method: str):
+    return model.apply(variables, *args, method=method)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,27 +176,21 @@ class FeatureExtractor:
             chunk = ids[start:start + batch]
             padded = np.zeros((batch, ids.shape[1]), np.int32)
             padded[: len(chunk)] = chunk
-            parts.append(_text_fn(self.model, variables, self._put(padded))[: len(chunk)])
+            parts.append(_apply_fn(self.model, variables, self._put(padded), method="text_features")[: len(chunk)])
         return jnp.concatenate(parts)
 
     # --- heads ---------------------------------------------------------------------------------
 
-    def embed(self, variables, feats: jax.Array, head: str = "neck") -> jax.Array:
-        """L2(BN(feats)) through `head` ("neck" or "backup_neck"), eval mode: [N, D] -> [N, D]."""
-        if head not in ("neck", "backup_neck"):
-            raise ValueError(f"head must be 'neck' or 'backup_neck', got {head!r}")
-        return _embed_fn(self.model, variables, feats, head)
+    def embed(self, variables, feats: jax.Array) -> jax.Array:
+        """As `TVILFM.embed`: L2(BN(feats)) through the current neck, [N, D] -> [N, D]."""
+        return _apply_fn(self.model, variables, feats, method="embed")
 
     def gallery_embeddings(self, variables, feats: ImageFeatures) -> dict[str, jax.Array]:
-        """As `TVILFM.gallery_embeddings`: {"current", "ir"} from RGB pre-neck features."""
-        current = self.embed(variables, feats.current)
-        if feats.backup is None:
-            return {"current": current, "ir": current}
-        return {"current": current, "ir": self.embed(variables, feats.backup, "backup_neck")}
+        """As `TVILFM.gallery_heads`: {"current", "ir"} from RGB pre-neck features."""
+        return _apply_fn(self.model, variables, feats.current, feats.backup, method="gallery_heads")
 
     def query_embeddings(self, variables, feats: ImageFeatures, t_rgb: jax.Array,
                          t_ir: jax.Array) -> dict[str, jax.Array]:
-        """As `TVILFM.query_embeddings`, from IR pre-neck features and caption features [Q, D]:
+        """As `TVILFM.query_heads`, from IR pre-neck features and caption features [Q, D]:
         {"ir", "ir_current", "text", "fusion"} (MER = fusion + ir_current + text scores)."""
-        backup = feats.current if feats.backup is None else feats.backup
-        return _query_fn(self.model, variables, feats.current, backup, t_rgb, t_ir)
+        return _apply_fn(self.model, variables, feats.current, feats.backup, t_rgb, t_ir, method="query_heads")

@@ -183,57 +183,98 @@ def _score_trial(protocol: Protocol, modalities: Sequence[str], recipe: str, g: 
     return out
 
 
+def conditions(test: TestSet, settings: EvalSettings) -> tuple[Condition, ...]:
+    """Every condition to report, in report order: flip variant, then text source, then protocol."""
+    return tuple(Condition(protocol, source, flip)
+                 for flip in settings.flip
+                 for source in settings.text_sources
+                 for protocol in settings.protocols_for(test.layout))
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One trial of one condition: its gallery scored against its queries in every modality."""
+
+    condition: Condition
+    trial: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _FlipEmbeddings:
+    """What every job of one TTA variant shares: gallery embeddings {"current", "ir"} of the whole
+    gallery pool, the query features, and (when no text modality is scored) the query
+    embeddings with placeholder captions, of which only "ir" is read."""
+
+    flip: bool
+    gallery: Mapping[str, jax.Array]
+    query: ImageFeatures
+    image_only: Mapping[str, jax.Array] | None
+
+
+def _flip_embeddings(extractor: FeatureExtractor, variables, feats: ModelFeatures, flip: bool,
+                     prepared: PreparedTexts | None) -> _FlipEmbeddings:
+    query = feats.query.with_tta(flip)
+    image_only = None
+    if prepared is None:
+        zeros = jnp.zeros_like(query.current)
+        image_only = extractor.query_embeddings(variables, query, zeros, zeros)
+    gallery = extractor.gallery_embeddings(variables, feats.gallery.with_tta(flip))
+    return _FlipEmbeddings(flip, gallery, query, image_only)
+
+
+def _query_embeddings(extractor: FeatureExtractor, variables, shared: _FlipEmbeddings,
+                      prepared: PreparedTexts | None, captions: jax.Array | None,
+                      job: Job) -> tuple[Mapping[str, jax.Array], texts.QueryTexts | None]:
+    """The query embeddings of one job and the texts the queries were given (None: no text)."""
+    if prepared is None:
+        return shared.image_only, None
+    key, assigned = prepared.lookup(job.condition.text_source, job.condition.protocol.mode, job.trial)
+    rgb_rows, ir_rows = prepared.rows[key]
+    return extractor.query_embeddings(variables, shared.query, captions[rgb_rows], captions[ir_rows]), assigned
+
+
+def _evaluate(protocol: Protocol, modality: str, sim: jax.Array, test: TestSet, idx: np.ndarray,
+              settings: EvalSettings) -> dict[str, Any]:
+    """`metrics.evaluate` of one score matrix, with queries and gallery in the protocol's roles."""
+    metric = protocol.metric_for(modality, settings.recipe)
+    ir = (test.query.pids, test.query.cams)
+    rgb = (test.gallery.pids[idx], test.gallery.cams[idx])
+    (q_pids, q_cams), (g_pids, g_cams) = (ir, rgb) if protocol.ir_to_rgb else (rgb, ir)
+    return metrics.evaluate(sim, q_pids, g_pids, q_cams, g_cams, metric, settings.max_rank)
+
+
 def score(extractor: FeatureExtractor, variables, test: TestSet, settings: EvalSettings,
           prepared: PreparedTexts | None, feats: ModelFeatures,
           ranking: bool = False) -> tuple[dict[str, dict[str, ModalityResult]], RankingSample | None]:
     """Metrics of every condition: {condition key: {modality: ModalityResult}}, in settings order,
-    plus (if `ranking`) the top-k retrievals of a few queries under the first condition.
+    plus (if `ranking`) the top-k retrievals of a few queries under the first IR->RGB condition.
+
+    Every (condition, trial) is one `Job`, run in one loop; jobs come flip variant by flip
+    variant, so each variant's gallery is embedded once.
     """
-    protocols = settings.protocols_for(test.layout)
-    q_pids, q_cams = test.query.pids, test.query.cams
-    results: dict[str, dict[str, ModalityResult]] = {}
-    sample = None
-    for flip in settings.flip:
-        gallery_all = extractor.gallery_embeddings(variables, feats.gallery.with_tta(flip))
-        query_feats = feats.query.with_tta(flip)
-        image_only = None
-        for source in settings.text_sources:
-            for protocol in protocols:
-                condition = Condition(protocol, source, flip)
-                modalities = protocol.modalities(settings.modalities)
-                per_trial: dict[str, list] = {m: [] for m in modalities}
-                trials = protocol_trials(test, protocol, settings)
-                for trial in trials:
-                    if prepared is not None:
-                        key, assigned = prepared.lookup(source, protocol.mode, trial)
-                        rgb_rows, ir_rows = prepared.rows[key]
-                        q = extractor.query_embeddings(variables, query_feats, feats.captions[rgb_rows],
-                                                       feats.captions[ir_rows])
-                    else:
-                        # No text modality is scored: the heads get placeholder captions and
-                        # only "ir" is read.
-                        if image_only is None:
-                            zeros = jnp.zeros_like(query_feats.current)
-                            image_only = extractor.query_embeddings(variables, query_feats, zeros, zeros)
-                        q, assigned = image_only, None
-                    idx = test.gallery_indices(protocol.mode, trial)
-                    g = {k: v[idx] for k, v in gallery_all.items()}
-                    sims = _score_trial(protocol, modalities, settings.recipe, g, q)
-                    g_pids, g_cams = test.gallery.pids[idx], test.gallery.cams[idx]
-                    for m, sim in sims.items():
-                        metric = protocol.metric_for(m, settings.recipe)
-                        if protocol.ir_to_rgb:
-                            r = metrics.evaluate(sim, q_pids, g_pids, q_cams, g_cams, metric, settings.max_rank)
-                        else:
-                            r = metrics.evaluate(sim, g_pids, q_pids, g_cams, q_cams, metric, settings.max_rank)
-                        per_trial[m].append(r)
-                    if ranking and sample is None and protocol.ir_to_rgb:
-                        sample = _ranking_sample(condition, trial, sims, idx, test, assigned, settings)
-                results[condition.key] = {
-                    m: ModalityResult(m, protocol.metric_for(m, settings.recipe), trials, tuple(rs),
-                                      metrics.average_results(rs))
-                    for m, rs in per_trial.items()
-                }
+    conds = conditions(test, settings)
+    trials = {c.key: protocol_trials(test, c.protocol, settings) for c in conds}
+    jobs = [Job(c, trial) for c in conds for trial in trials[c.key]]
+    per_trial = {c.key: {m: [] for m in c.protocol.modalities(settings.modalities)} for c in conds}
+    shared, sample = None, None
+    for job in jobs:
+        protocol = job.condition.protocol
+        if shared is None or shared.flip != job.condition.flip:
+            shared = _flip_embeddings(extractor, variables, feats, job.condition.flip, prepared)
+        q, assigned = _query_embeddings(extractor, variables, shared, prepared, feats.captions, job)
+        idx = test.gallery_indices(protocol.mode, job.trial)
+        g = {k: v[idx] for k, v in shared.gallery.items()}
+        sims = _score_trial(protocol, protocol.modalities(settings.modalities), settings.recipe, g, q)
+        for m, sim in sims.items():
+            per_trial[job.condition.key][m].append(_evaluate(protocol, m, sim, test, idx, settings))
+        if ranking and sample is None and protocol.ir_to_rgb:
+            sample = _ranking_sample(job.condition, job.trial, sims, idx, test, assigned, settings)
+    results = {
+        c.key: {m: ModalityResult(m, c.protocol.metric_for(m, settings.recipe), trials[c.key], tuple(rs),
+                                  metrics.average_results(rs))
+                for m, rs in per_trial[c.key].items()}
+        for c in conds
+    }
     return results, sample
 
 

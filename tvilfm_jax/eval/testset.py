@@ -7,8 +7,10 @@ One `TestSet` feeds every protocol, whichever way it was read:
 
 Both give the same records in the same order: the `query` and `gallery` splits of the record
 schema (tfds_builders/schema.py). The layout path takes its gallery pool and per-image RGB
-captions from the same `DatasetIndex` methods the builders use (`gallery_pool`,
-`gallery_captions`), so the two can never disagree. Images are read lazily, batch by batch, during feature extraction.
+captions from the same `DatasetIndex` the builders write from (`gallery_pool()`,
+`gallery_captions`), so the two can never disagree. Images are read lazily, batch by batch,
+during feature extraction: decoded from the records, or loaded from the files as the original
+does (PIL, RGB, Lanczos to 288x144).
 
 `gallery` is the union of every trial gallery of every mode (SYSU: "all" and "indoor"), and
 `galleries[mode][trial]` are int32 indices into it in the trial's protocol order. RegDB has one
@@ -251,7 +253,7 @@ def from_tfds(name: str, data_dir: str | os.PathLike | None = None) -> TestSet:
 
 
 def from_layout(root: str | os.PathLike, layout: str, *, trial: int | None = None,
-                        captioner: str = "Blip", with_text: bool = True, synthetic: bool = False) -> TestSet:
+                captioner: str = "Blip", with_text: bool = True, synthetic: bool = False) -> TestSet:
     """Reads a dataset root through `tvilfm_jax.data.layouts` (the records a builder would write).
 
     trial: the RegDB split (1..10); `synthetic` silences the standard-count warning.

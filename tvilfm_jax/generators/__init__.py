@@ -4,7 +4,7 @@ How the released TVI-LFM texts were made (docs/original.md §8), rebuilt for any
 sysu / regdb / llcm layouts:
 
     python -m tvilfm_jax.generators all --root datasets/regdb --layout regdb \\
-        --rgb-model weights/RGB_CAPTION --ir-model weights/IR_CAPTION --llm-model weights/vicuna-7b
+        --rgb_model weights/RGB_CAPTION --ir_model weights/IR_CAPTION --llm_model weights/vicuna-7b
 
 Modules: ``image_sets`` (which images need text), ``captioning`` (BLIP), ``rephrasing``
 (causal LM), ``filter_files`` (the colour filter over JSON files), ``text_files`` (which

@@ -229,40 +229,82 @@ class TVILFM(nn.Module):
         fused = fuse(self.config.fusion, f_ir, t_rgb, t_ir)
         return self.neck(jnp.concatenate([feats, fused, t_rgb], axis=0), train=True)
 
-    # --- evaluation embeddings (eval-mode BN everywhere) --------------------------------------
+    # --- evaluation (eval-mode BN everywhere) ------------------------------------------------
+    # Two levels: the network passes up to the pre-neck features (`eval_image_features`,
+    # `text_features`), and the heads from those features (`embed`, `gallery_heads`,
+    # `query_heads`), so that evaluation runs each image and caption through the network once
+    # and applies the heads per caption assignment and trial. `gallery_embeddings` and
+    # `query_embeddings` chain the two for whole images and token ids.
+
+    def eval_image_features(self, rgb: jnp.ndarray | None = None,
+                            ir: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
+        """Pre-neck GeM features of rgb [Nr,H,W,3] and/or ir [Ni,H,W,3] -> dict of [Nr+Ni, D]:
+        "current" (the current GeM), plus "backup" (backup_gem) when the model has backups.
+        """
+        fmap = self.visual(rgb, ir, train=False)
+        out = {"current": self.gem(fmap)}
+        if self.config.backup:
+            out["backup"] = self.backup_gem(fmap)
+        return out
+
+    def embed(self, feats: jnp.ndarray) -> jnp.ndarray:
+        """L2(BN(feats)) through the current neck: pre-neck features [N,D] -> [N,D]."""
+        return self.neck(feats, train=False)
+
+    def _ir_head(self, backup: jnp.ndarray | None, current: jnp.ndarray) -> jnp.ndarray:
+        """The IR-only head (docs/original.md §6.2): backup features [N,D] through backup_neck
+        when the model has backups, else the current-neck embedding `current` [N,D] itself."""
+        if not self.config.backup:
+            return current
+        if backup is None:
+            raise ValueError("this model has backup heads (config.backup): pass the backup GeM features")
+        return self.backup_neck(backup, train=False)
+
+    def gallery_heads(self, current: jnp.ndarray, backup: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
+        """RGB gallery from pre-neck features [N,D] (`eval_image_features`) -> {"current", "ir"} of [N,D].
+
+        "current" = L2(BN(f_rgb)) with the current neck: the gallery of the text, fusion and MER
+        queries. "ir" is the gallery of the IR-only query: the backup features through
+        backup_neck when the model has backups (docs/original.md §6.2), else "current".
+        """
+        current = self.embed(current)
+        return {"current": current, "ir": self._ir_head(backup, current)}
+
+    def query_heads(self, f_ir: jnp.ndarray, f_ir_backup: jnp.ndarray | None, t_rgb: jnp.ndarray,
+                    t_ir: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
+        """IR queries (docs/original.md §6.2-6.3) from pre-neck features: f_ir / f_ir_backup
+        (`eval_image_features`) and caption features t_rgb / t_ir (`text_features`, t_ir for
+        "sff" only), all [B,D] -> dict of [B,D]:
+
+          "ir":         L2(BN_backup(f_ir_backup)) with backups, else "ir_current"; matches gallery "ir".
+          "ir_current": q_I = L2(BN(f_ir)) through the CURRENT neck (a term of MER).
+          "text":       q_T = L2(BN(t_rgb)).
+          "fusion":     q_F = L2(BN(f_ir + t_rgb - t_ir))  ("add": without - t_ir).
+        All but "ir" match against gallery "current"; MER is q_F + q_I + q_T (`query_embeddings`).
+        """
+        q_i = self.embed(f_ir)
+        return {
+            "ir": self._ir_head(f_ir_backup, q_i),
+            "ir_current": q_i,
+            "text": self.embed(t_rgb),
+            "fusion": self.embed(fuse(self.config.fusion, f_ir, t_rgb, t_ir)),
+        }
 
     def gallery_embeddings(self, rgb: jnp.ndarray) -> dict[str, jnp.ndarray]:
-        """RGB gallery: rgb [N,H,W,3] -> {"current": [N,D], "ir": [N,D]}, L2-normalised.
-
-        "current" = L2(BN(GeM(visual_rgb))) with the current neck: the gallery of the text,
-        fusion and MER queries. "ir" is the gallery of the IR-only query: through backup_gem +
-        backup_neck when the model has them (docs/original.md §6.2), else the same as "current".
-        """
-        fmap = self.visual(rgb, None, train=False)
-        current = self.neck(self.gem(fmap), train=False)
-        ir = self.backup_neck(self.backup_gem(fmap), train=False) if self.config.backup else current
-        return {"current": current, "ir": ir}
+        """RGB gallery: rgb [N,H,W,3] -> {"current": [N,D], "ir": [N,D]}, L2-normalised (`gallery_heads`)."""
+        feats = self.eval_image_features(rgb, None)
+        return self.gallery_heads(feats["current"], feats.get("backup"))
 
     def query_embeddings(self, ir: jnp.ndarray, text_rgb: jnp.ndarray,
                          text_ir: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
-        """IR queries (docs/original.md §6.2-6.3): ir [B,H,W,3], text_rgb/text_ir [B,L] -> dict of [B,D]:
-
-          "ir":     L2(BN_backup(GeM_backup(visual_ir))) with backups, else the current GeM+neck;
-                    match against gallery "ir".
-          "text":   q_T = L2(BN(T(c_rgb))).
-          "fusion": q_F = L2(BN(GeM(visual_ir) + T(c_rgb) - T(c_ir)))  ("add": without - T(c_ir)).
-          "mer":    q_F + q_I + q_T with q_I = L2(BN(GeM(visual_ir))) through the CURRENT neck;
-                    not renormalised, so its scores are the sum of the three cosine scores.
-        All but "ir" match against gallery "current".
+        """IR queries: ir [B,H,W,3], token ids text_rgb/text_ir [B,L] -> the `query_heads` dict of
+        [B,D] plus "mer" = q_F + q_I + q_T, not renormalised, so its scores against gallery
+        "current" are the sum of the three cosine scores (docs/original.md §6.3).
         """
-        fmap = self.visual(None, ir, train=False)
-        f_ir = self.gem(fmap)
+        feats = self.eval_image_features(None, ir)
         t_rgb, t_ir = self._caption_features(text_rgb, text_ir)
-        q_i = self.neck(f_ir, train=False)
-        q_t = self.neck(t_rgb, train=False)
-        q_f = self.neck(fuse(self.config.fusion, f_ir, t_rgb, t_ir), train=False)
-        q_ir = self.backup_neck(self.backup_gem(fmap), train=False) if self.config.backup else q_i
-        return {"ir": q_ir, "text": q_t, "fusion": q_f, "mer": q_f + q_i + q_t}
+        q = self.query_heads(feats["current"], feats.get("backup"), t_rgb, t_ir)
+        return q | {"mer": q["fusion"] + q["ir_current"] + q["text"]}
 
 
 def init_variables(config: ModelConfig, rng: jax.Array, image_hw: tuple[int, int] = (32, 16),
