@@ -35,7 +35,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from tvilfm_jax.data import pipeline, transforms  # noqa: E402
+from tvilfm_jax.data import images, pipeline, transforms  # noqa: E402
 
 _BATCHES = flags.DEFINE_integer("batches", 20, "timed batches per configuration (after 2 warm-up)")
 _IDS = flags.DEFINE_integer("ids", 40, "identities in the synthetic in-memory records")
@@ -46,7 +46,7 @@ _TFDS_NAME = flags.DEFINE_string(
 )
 
 P, K = 8, 4
-H, W = pipeline.IMAGE_SIZE
+H, W = images.IMAGE_SIZE
 
 
 class Timer:

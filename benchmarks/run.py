@@ -42,7 +42,6 @@ import dataclasses  # noqa: E402
 import datetime  # noqa: E402
 import functools  # noqa: E402
 import gc  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -60,17 +59,18 @@ from benchmarks import metrics as metric_problems  # noqa: E402
 from benchmarks import torch_reference as tref  # noqa: E402
 from tvilfm_jax import optim  # noqa: E402
 from tvilfm_jax.conversion.official import convert_official  # noqa: E402
+from tvilfm_jax.data.tokenizer import CONTEXT_LENGTH, EOT, SOT  # noqa: E402
 from tvilfm_jax.eval.features import FeatureExtractor  # noqa: E402
 from tvilfm_jax.eval.metrics import evaluate  # noqa: E402
 from tvilfm_jax.eval.reference_metrics import reference_evaluate  # noqa: E402
 from tvilfm_jax.models.text import TextConfig  # noqa: E402
 from tvilfm_jax.models.tvilfm import TVILFM, ModelConfig  # noqa: E402
+from tvilfm_jax.training.config import DataSettings, ModelSettings  # noqa: E402
 from tvilfm_jax.training.state import create_state  # noqa: E402
 from tvilfm_jax.training.step import MAIN_GROUP, make_train_step  # noqa: E402
 
 SECTIONS = ("stage1", "stage2", "eval", "metrics", "input")
 STAGE_OF_SECTION = {"stage1": "base", "stage2": "tvilfm"}
-SOT, EOT, CONTEXT = 49406, 49407, 77
 MAX_AMP_SETTLE_STEPS = 30  # 2^16 halves to 1 in 16 skips
 REPO = Path(__file__).resolve().parent.parent
 
@@ -102,10 +102,14 @@ class Sizes:
         return self.ids_per_batch * self.images_per_id
 
 
+# The configs' defaults: the paper's sizes.
+_DATA, _MODEL = DataSettings(), ModelSettings()
 PRESETS = {
     # The paper's network and batch (docs/original.md §2): ResNet-50, CLIP RN50 text tower, 8x4 per modality.
-    "full": Sizes(8, 4, (288, 144), (3, 4, 6, 3), 64, 512, 12, 8, 395, eval_images=2048, eval_batch=128,
-                  metrics="paper", input_batches=10, repeats=20, aux_repeats=5, warmup=3),
+    "full": Sizes(_DATA.ids_per_batch, _DATA.images_per_id, _DATA.image_size, _MODEL.resnet_blocks,
+                  _MODEL.resnet_width, _MODEL.text_width, _MODEL.text_layers, _MODEL.text_heads, 395,
+                  eval_images=2048, eval_batch=128, metrics="paper", input_batches=10, repeats=20, aux_repeats=5,
+                  warmup=3),
     # A 2-core CPU: the same network at one bottleneck per layer and width 32 (D = 1024), a 2-layer
     # text tower of width 128, 2x4 images of 128x64. Keep images >= 128x64 on CPU: XLA:CPU runs a
     # 3x3 conv on maps narrower than the kernel (layer3/4 of 64x32 images are 4x2) ~50x slower
@@ -116,14 +120,6 @@ PRESETS = {
     "tiny": Sizes(2, 2, (32, 16), (1, 1, 1, 1), 4, 32, 1, 2, 8, eval_images=8, eval_batch=4,
                   metrics="tiny", input_batches=1, repeats=2, aux_repeats=2, warmup=0, threads=1),
 }
-
-
-def load_optim_config(stage: str):
-    """The `optim` section of configs/common.py (docs/original.md §2 defaults); loaded by path as configs are."""
-    spec = importlib.util.spec_from_file_location("tvilfm_configs_common", REPO / "configs" / "common.py")
-    common = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(common)
-    return common.base_config(stage).optim
 
 
 def model_config(sizes: Sizes, dtype: str) -> ModelConfig:
@@ -138,7 +134,7 @@ def model_config(sizes: Sizes, dtype: str) -> ModelConfig:
 
 def token_ids(rng: np.random.Generator, n: int) -> np.ndarray:
     """Caption-like ids int32 [n, 77]: SOT, 6-40 BPE ids, EOT, zero padding."""
-    ids = np.zeros((n, CONTEXT), np.int32)
+    ids = np.zeros((n, CONTEXT_LENGTH), np.int32)
     for row in ids:
         length = int(rng.integers(6, 41))
         row[0], row[length + 1] = SOT, EOT
@@ -236,7 +232,7 @@ def bench_train(section: str, sizes: Sizes, env: Env) -> dict:
     """One train step of stage "base" or "tvilfm", JAX vs PyTorch eager (+ torch.compile)."""
     stage = STAGE_OF_SECTION[section]
     cfg = model_config(sizes, env.jax_dtype)
-    optim_cfg = load_optim_config(stage)
+    optim_cfg = optim.OptimSettings()  # the docs/original.md §2 defaults
     torch.manual_seed(0)
     tmodel = tref.TorchTVILFM(cfg)
     variables = convert_official(tref.state_dict_numpy(tmodel), cfg)

@@ -52,8 +52,8 @@ from torchvision.models.resnet import Bottleneck, conv1x1
 
 from tvilfm_jax.models.resnet import EXPANSION, LAYER_STRIDES
 from tvilfm_jax.models.tvilfm import ModelConfig
+from tvilfm_jax.stages import STAGES
 
-STAGES = ("base", "tvilfm")
 
 
 # --- visual ------------------------------------------------------------------------------------

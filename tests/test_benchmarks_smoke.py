@@ -20,6 +20,7 @@ import torchvision  # noqa: F401 - the smoke run needs it
 
 from benchmarks import run  # noqa: E402
 from benchmarks import torch_reference as tref  # noqa: E402
+from tvilfm_jax import optim  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -57,7 +58,7 @@ def test_torch_reference_converts_to_the_jax_layout():
 def test_optimizer_groups_follow_the_stage():
     cfg = run.model_config(run.PRESETS["tiny"], "float32")
     model = tref.TorchTVILFM(cfg)
-    optim_cfg = run.load_optim_config("tvilfm")
+    optim_cfg = optim.OptimSettings()  # the docs/original.md §2 defaults
     opt = tref.make_optimizer(model, optim_cfg, "tvilfm")
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
     assert not any(n.startswith("base_model.visual") for n in trained)

@@ -2,8 +2,6 @@
 Precision.HIGHEST (so a GPU cannot run them as TF32), the bf16 convolutions keep the default."""
 
 import functools
-import importlib.util
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -28,14 +26,6 @@ def all_highest(lines: list[str]) -> bool:
     return bool(lines) and all("precision = [HIGHEST, HIGHEST]" in line for line in lines)
 
 
-def optim_config():
-    path = Path(__file__).resolve().parents[1] / "configs" / "common.py"
-    spec = importlib.util.spec_from_file_location("tvilfm_configs_common", path)
-    common = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(common)
-    return common.base_config("base").optim
-
-
 def test_wrt_distances_and_their_gradient_run_at_highest_precision():
     x = jax.ShapeDtypeStruct((12, 64), jnp.float32)
     y = jax.ShapeDtypeStruct((12,), jnp.int32)
@@ -53,7 +43,7 @@ def test_train_step_dots_are_highest_and_bf16_convolutions_untouched():
     """Stage 1 of a bf16 model: its only dots are the identity logits and the WRT distances
     (forward and backward); its convolutions stay bf16 at the default precision."""
     variables = jax.eval_shape(functools.partial(init_variables, CONFIG, image_hw=HW), jax.random.key(0))
-    cfg = optim_config()
+    cfg = optim.OptimSettings()  # the docs/original.md §2 defaults
     tx = optim.build_optimizer(variables["params"], cfg, "base", "paper", steps_per_epoch=10)
     state = jax.eval_shape(functools.partial(create_state, tx=tx, seed=0), variables)
     image = jax.ShapeDtypeStruct((4, *HW, 3), jnp.float32)

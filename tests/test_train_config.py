@@ -1,4 +1,4 @@
-"""Experiment configs (configs/*.py), their command-line overrides and the training helpers
+"""Experiment configs (tvilfm_jax/configs, loaded as configs/*.py), their command-line overrides and the training helpers
 that need no training run (validation, ModelConfig, metrics file, averages)."""
 
 import json
@@ -8,6 +8,9 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
+from tvilfm_jax import optim
+from tvilfm_jax.eval.settings import EvalSettings
+from tvilfm_jax.models.tvilfm import ModelConfig
 from tvilfm_jax.training import config as train_config
 from tvilfm_jax.training import logging as train_logging
 
@@ -95,6 +98,42 @@ def test_bad_config_arguments_are_named(arg, message):
 def test_validation_names_the_bad_key(override, key):
     with pytest.raises(train_config.ConfigError, match=key.replace(".", r"\.")):
         train_config.validate(load("synthetic.py", override))
+
+
+@pytest.mark.parametrize("name", ["sysu", "regdb", "llcm", "synthetic"])
+def test_repository_config_paths_load_the_packaged_configs(name):
+    """`--config configs/<name>.py` (README) and the package module give one tree; the
+    package file is what `train` loads without --config (no checkout needed)."""
+    import importlib
+
+    module = importlib.import_module(f"tvilfm_jax.configs.{name}")
+    assert load(f"{name}.py:stage=tvilfm").to_json() == module.get_config("stage=tvilfm").to_json()
+    assert Path(module.__file__).parent == Path(train_config.__file__).parents[1] / "configs"
+
+
+def test_config_defaults_are_the_settings_dataclasses():
+    """The tree is built from the dataclasses' defaults and validates back into them."""
+    settings = train_config.validate(load("sysu.py"))
+    assert settings.data == train_config.DataSettings() and settings.model == train_config.ModelSettings()
+    assert settings.train == train_config.TrainSettings() and settings.optim == optim.OptimSettings()
+    assert settings.eval == EvalSettings(modalities=("ir",))  # stage 1 scores IR only
+    assert settings.model.model_config(395, backup=False, dtype="float32") == ModelConfig(num_classes=395)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["data"].update(extra=1), r"config\.data: unknown key\(s\) \['extra'\]"),
+    (lambda c: c["model"].pop("fusion"), r"config: missing key 'model\.fusion'"),
+    (lambda c: c["train"].update(num_epochs="ten"),
+     r"config\.train\.num_epochs must be of type int \(default 120\), got 'ten'"),
+    (lambda c: c["optim"].update(milestones=5), r"config\.optim\.milestones must be of type tuple"),
+    (lambda c: c["eval"].update(flip=()), r"config\.eval\.flip must list False and/or True"),
+    (lambda c: c["model"].update(fusion="concat"), r"config\.model: ModelConfig\.fusion must be one of"),
+])
+def test_hand_written_trees_are_checked_key_by_key(change, message):
+    tree = load("synthetic.py").to_dict()  # a plain nested dict, as a hand-written config
+    change(tree)
+    with pytest.raises(train_config.ConfigError, match=message):
+        train_config.validate(tree)
 
 
 def test_paper_selects_stage2_by_fusion_rank1():

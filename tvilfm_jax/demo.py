@@ -5,7 +5,7 @@
 1. builds the synthetic SYSU-MM01-layout dataset (`synthetic/sysu`, TFDS records in
    `tfds_data/`): drawn people in groups of three that infrared cannot tell apart, with BLIP-
    style captions that name the colours only the RGB cameras see;
-2. trains stage 1 (the dual-stream VI-ReID base, `configs/synthetic.py`) in <workdir>/base;
+2. trains stage 1 (the dual-stream VI-ReID base, `tvilfm_jax/configs/synthetic.py`) in <workdir>/base;
 3. trains stage 2 (TVI-LFM: text tower + SFF fusion on the frozen stage-1 encoder, starting from
    <workdir>/base/models/last) in <workdir>/tvilfm;
 4. evaluates the stage-2 model on SYSU all-search (10 gallery trials) for the IR, Text, Fusion
@@ -21,7 +21,6 @@ checkpoint. Changing the epochs of a finished stage needs --fresh (or another wo
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import shutil
@@ -34,8 +33,6 @@ from absl import flags
 
 from tvilfm_jax import cli
 
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "synthetic.py"
-STAGES = ("base", "tvilfm")
 TEXT_SOURCES = ("paper", "ir_only")
 MODALITIES = ("ir", "text", "fusion", "mer")
 COLUMNS = ("R1", "R10", "mAP", "mINP")
@@ -46,11 +43,10 @@ class DemoError(RuntimeError):
 
 
 def load_config(stage: str, epochs: int = 0):
-    """configs/synthetic.py for one stage; epochs=0 keeps the config's default."""
-    spec = importlib.util.spec_from_file_location("tvilfm_configs_synthetic", CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(f"stage={stage}" + (f",epochs={epochs}" if epochs else ""))
+    """tvilfm_jax/configs/synthetic.py for one stage; epochs=0 keeps the config's default."""
+    from tvilfm_jax.configs import synthetic
+
+    return synthetic.get_config(f"stage={stage}" + (f",epochs={epochs}" if epochs else ""))
 
 
 def _stage_done(config, workdir: Path) -> bool:

@@ -22,6 +22,7 @@ Labels (and what the original calls them):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,13 +31,36 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-STAGES = ("base", "tvilfm")
-RECIPES = ("paper", "clean")
+from tvilfm_jax.stages import RECIPES, STAGES
+
 LABELS = ("visual", "visual_bias", "neck", "text_block", "text_block_bias", "text_other",
           "text_other_bias", "frozen")
 
 # Which top-level modules each stage trains (docs/original.md §3.5). The backups never train.
 _TRAINED = {"base": ("visual", "gem", "neck"), "tvilfm": ("text", "neck")}
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimSettings:
+    """`config.optim`: the original's defaults (docs/original.md §2), read by this module as
+    attributes (a ConfigDict section works the same)."""
+
+    lr_visual: float = 3.5e-4
+    lr_txt: float = 1e-5
+    text_bias_lr_factor: float = 2.0
+    visual_bias_lr_factor: float = 1.0
+    classifier_lr_factor: float = 2.0
+    visual_weight_decay: float = 5e-4
+    visual_weight_decay_bias: float = 5e-4
+    text_weight_decay_bias: float = 0.0
+    # Linear warmup over warmup_epochs from warmup_factor, then lr * gamma ** (milestones passed).
+    warmup_epochs: int = 10
+    warmup_factor: float = 0.01
+    milestones: tuple[int, ...] = (40, 60, 100)
+    gamma: float = 0.1
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    adam_eps: float = 1e-8
 
 
 def _label(path: tuple[str, ...], stage: str) -> str:

@@ -5,7 +5,7 @@ r"""Train TVI-LFM: stage 1 (base) or stage 2 (tvilfm) from an ml_collections con
         --config.init.checkpoint=runs/sysu_base/models/last
     python -m tvilfm_jax.train --config configs/regdb.py:trial=3 --config.optim.lr_visual=2e-3 ...
 
-Without --config the embedded synthetic default runs (configs/synthetic.py). Running the same
+Without --config the embedded synthetic default runs (tvilfm_jax/configs/synthetic.py). Running the same
 command again in the same workdir resumes from its latest checkpoint; with a config that differs
 from the stored one only given --allow_config_change (e.g. a lower lr after a divergence; the
 change is appended to <workdir>/config_changes.jsonl). One run per workdir: a second one started
@@ -17,15 +17,15 @@ process per host with --coordinator_address (or JAX_COORDINATOR_ADDRESS), --num_
 
 from __future__ import annotations
 
-import os
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from tvilfm_jax import cli
+from tvilfm_jax.configs import synthetic
 from tvilfm_jax.training.config import exit_on_unknown_override
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "synthetic.py")
+# The packaged file (config_flags loads configs by path), so an installed package has it too.
+_DEFAULT_CONFIG = synthetic.__file__
 
 # Without --config on the command line, the overrides are applied (and can fail) right here.
 with exit_on_unknown_override(_DEFAULT_CONFIG):

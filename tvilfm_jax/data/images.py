@@ -14,6 +14,10 @@ from PIL import Image
 
 IMAGE_HEIGHT = 288
 IMAGE_WIDTH = 144
+# (H, W): the size records are stored at, and the default size training and evaluation feed.
+IMAGE_SIZE = (IMAGE_HEIGHT, IMAGE_WIDTH)
+# The smallest side fed to the network: the ResNet downsamples by 16 (last stride 1).
+MIN_SIDE = 16
 
 # Errors PIL raises for files that are not images, are truncated or are otherwise undecodable.
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
@@ -21,6 +25,14 @@ _PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBo
 
 class ImageReadError(ValueError):
     """An image file is missing, unreadable or corrupt; the message names the file."""
+
+
+def check_size(size, key: str) -> tuple[int, int]:
+    """`size` as (H, W) ints; a ValueError naming `key` unless both are ints >= MIN_SIDE."""
+    if (isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2
+            or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < MIN_SIDE for v in size)):
+        raise ValueError(f"{key} must be (H, W) ints >= {MIN_SIDE}, got {size!r}")
+    return int(size[0]), int(size[1])
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

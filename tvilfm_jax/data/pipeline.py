@@ -30,11 +30,12 @@ import numpy as np
 from absl import flags
 
 from tvilfm_jax.data import images, sampler, transforms
+from tvilfm_jax.data.tokenizer import CONTEXT_LENGTH
 
 # Keeps the per-example random streams apart from the sampler's (sampler.SAMPLER_STREAM).
 EXAMPLE_STREAM = 1
-TEXT_LENGTH = 77
-IMAGE_SIZE = (288, 144)
+# The original's probability of feeding a caption's LLM rephrase instead (docs/original.md §5.3).
+LLM_AUG_PROB = 0.5
 
 
 def _describe(source: Any) -> str:
@@ -62,6 +63,18 @@ def read_labels(source: Sequence[dict]) -> np.ndarray:
     for i in range(len(source)):
         labels[i] = int(np.asarray(_field(source[i], "label", f"{where} record {i}")).reshape(()))
     return labels
+
+
+def check_augmentation(llm_aug_prob: float, image_size: Sequence[int], crop_padding: int,
+                       where: str = "") -> tuple[float, tuple[int, int], int]:
+    """(llm_aug_prob, (H, W), crop_padding) as `TrainBatches` takes them; a bad one is a
+    ValueError naming `where` + the argument (the training config: "config.data.")."""
+    if not 0.0 <= llm_aug_prob <= 1.0:
+        raise ValueError(f"{where}llm_aug_prob must be in [0, 1], got {llm_aug_prob!r}")
+    size = images.check_size(image_size, f"{where}image_size")
+    if isinstance(crop_padding, bool) or int(crop_padding) != crop_padding or crop_padding < 0:
+        raise ValueError(f"{where}crop_padding must be an int >= 0, got {crop_padding!r}")
+    return llm_aug_prob, size, int(crop_padding)
 
 
 class TfdsTrainRecords:
@@ -159,8 +172,8 @@ class TrainBatches:
         process_count: int = 1,
         with_text: bool = True,
         llm_aug: bool = True,
-        llm_aug_prob: float = 0.5,
-        image_size: tuple[int, int] = IMAGE_SIZE,
+        llm_aug_prob: float = LLM_AUG_PROB,
+        image_size: tuple[int, int] = images.IMAGE_SIZE,
         crop_padding: int = transforms.PAD,
         labels_rgb: np.ndarray | None = None,
         labels_ir: np.ndarray | None = None,
@@ -189,15 +202,8 @@ class TrainBatches:
         self.seed = seed
         self.with_text = with_text
         self.llm_aug = llm_aug
-        if not 0.0 <= llm_aug_prob <= 1.0:
-            raise ValueError(f"llm_aug_prob must be in [0, 1], got {llm_aug_prob}")
-        self.llm_aug_prob = llm_aug_prob
-        if len(image_size) != 2 or min(image_size) < 1:
-            raise ValueError(f"image_size must be (height, width), got {image_size}")
-        self.image_size = (int(image_size[0]), int(image_size[1]))
-        if isinstance(crop_padding, bool) or int(crop_padding) != crop_padding or crop_padding < 0:
-            raise ValueError(f"crop_padding must be an int >= 0, got {crop_padding!r}")
-        self.crop_padding = int(crop_padding)
+        self.llm_aug_prob, self.image_size, self.crop_padding = check_augmentation(
+            llm_aug_prob, image_size, crop_padding)
         self.steps_per_epoch = sampler.steps_per_epoch(
             len(rgb_source), len(ir_source), ids_per_batch, images_per_id
         )
@@ -241,9 +247,9 @@ class TrainBatches:
             keys = ("caption_ids", "rephrase_ids") if self.llm_aug else ("caption_ids",)
             for key in keys:
                 ids = np.asarray(_field(record, key, where))
-                if ids.shape != (TEXT_LENGTH,) or not np.issubdtype(ids.dtype, np.integer):
+                if ids.shape != (CONTEXT_LENGTH,) or not np.issubdtype(ids.dtype, np.integer):
                     raise ValueError(
-                        f"{where}: {key!r} must be int [{TEXT_LENGTH}], got {ids.dtype} {ids.shape}"
+                        f"{where}: {key!r} must be int [{CONTEXT_LENGTH}], got {ids.dtype} {ids.shape}"
                     )
                 out[key] = ids
         return out
@@ -264,8 +270,8 @@ class TrainBatches:
             "target_ir": np.empty((b,), np.int32),
         }
         if self.with_text:
-            batch["text_rgb"] = np.empty((b, TEXT_LENGTH), np.int32)
-            batch["text_ir"] = np.empty((b, TEXT_LENGTH), np.int32)
+            batch["text_rgb"] = np.empty((b, CONTEXT_LENGTH), np.int32)
+            batch["text_ir"] = np.empty((b, CONTEXT_LENGTH), np.int32)
         for i, col in enumerate(self._columns.tolist()):
             i_rgb, i_ir = int(order_rgb[in_epoch, col]), int(order_ir[in_epoch, col])
             rgb = self._record(self.rgb_source, i_rgb, "RGB")

@@ -93,15 +93,17 @@ class FeatureExtractor:
 
     Args:
       model: a `TVILFM` module (its config decides backups and fusion).
-      batch_size: images / captions per jitted call (the last batch is zero-padded to it).
-      image_size: (H, W) fed to the network; stored images of another size are Lanczos-resized.
+      batch_size: images / captions per jitted call (the last batch is zero-padded to it);
+        `EvalSettings.batch_size` in an evaluation.
+      image_size: (H, W) fed to the network; stored images of another size are Lanczos-resized
+        (`EvalSettings.image_size`: the training size).
       sharding: optional sharding of the batch axis (e.g. NamedSharding(mesh, P("data")) of a
         single-process mesh); the batch size is rounded up to a multiple of its device count.
         Default: jit's placement.
       progress: show tqdm progress bars.
     """
 
-    def __init__(self, model: nn.Module, batch_size: int = 128, image_size: tuple[int, int] = (288, 144),
+    def __init__(self, model: nn.Module, batch_size: int, image_size: tuple[int, int],
                  sharding: jax.sharding.Sharding | None = None, progress: bool = True):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")

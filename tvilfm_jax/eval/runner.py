@@ -29,28 +29,20 @@ from tvilfm_jax.eval.testset import TestSet, from_layout, from_tfds
 from tvilfm_jax.models.tvilfm import TVILFM, ModelConfig
 
 
-def _get(section: Any, key: str, default: Any = None) -> Any:
-    if section is None:
-        return default
-    if isinstance(section, Mapping):
-        return section.get(key, default)
-    return getattr(section, key, default)
-
-
 def load_test_set(config: Any, dataset_root: str | os.PathLike | None = None) -> TestSet:
     """The test records of an experiment config: the TFDS dataset `config.data.name` in
     `config.data.data_dir` ("" = TFDS's default), or with `dataset_root` the dataset tree there
     read through `tvilfm_jax.data.layouts` (layout and RegDB trial from `config.data.name`).
     """
-    data = _get(config, "data")
-    name = _get(data, "name")
+    data = config.get("data") or {}  # a ConfigDict or dict
+    name = data.get("name")
     if not name:
         raise ValueError("config.data.name must name the dataset (e.g. 'sysu_mm01', 'regdb/trial1', "
                          "'synthetic/llcm')")
     if dataset_root is not None:
         layout, trial = layout_of(name)
         return from_layout(dataset_root, layout, trial=trial, synthetic=name.startswith(SYNTHETIC_PREFIX))
-    return from_tfds(name, _get(data, "data_dir") or None)
+    return from_tfds(name, data.get("data_dir") or None)
 
 
 def as_variables(state_or_variables: Any) -> dict:

@@ -30,11 +30,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tvilfm_jax.data.datasets import DEFAULT_PROTOCOLS
+from tvilfm_jax.data.images import IMAGE_SIZE, check_size
 from tvilfm_jax.eval.texts import TEXT_SOURCES
+from tvilfm_jax.sections import as_dict, unknown_keys
+from tvilfm_jax.stages import RECIPES
 
 MODALITIES = ("ir", "text", "fusion", "mer")
 MODALITY_NAMES = {"ir": "IR", "text": "Text", "fusion": "Fusion", "mer": "MER"}
-RECIPES = ("paper", "clean")
 # Compute dtypes of evaluation (independent of the training compute dtype).
 DTYPES = ("float32", "bfloat16")
 
@@ -123,13 +125,13 @@ class EvalSettings:
     flip: tuple[bool, ...] = (False,)
     trials: tuple[int, ...] | None = None
     batch_size: int = 128
-    image_size: tuple[int, int] = (288, 144)
+    dtype: str = "float32"
+    image_size: tuple[int, int] = IMAGE_SIZE
     seed: int = 0
     max_rank: int = 20
-    recipe: str = "paper"
+    recipe: str = RECIPES[0]
     ranking_queries: int = 8
     ranking_top_k: int = 10
-    dtype: str = "float32"
 
     def __post_init__(self):
         # Frozen: normalise the sequences (lists from JSON / ConfigDict) in place.
@@ -137,7 +139,7 @@ class EvalSettings:
         object.__setattr__(self, "modalities", tuple(str(m) for m in self.modalities))
         object.__setattr__(self, "text_sources", tuple(str(s) for s in self.text_sources))
         object.__setattr__(self, "flip", tuple(bool(f) for f in self.flip))
-        object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
+        object.__setattr__(self, "image_size", check_size(self.image_size, "eval.image_size"))
         if self.trials is not None:
             object.__setattr__(self, "trials", tuple(int(t) for t in self.trials))
         _check_subset("eval.protocols", self.protocols, PROTOCOLS)
@@ -149,8 +151,6 @@ class EvalSettings:
             raise ValueError(f"eval.dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.recipe not in RECIPES:
             raise ValueError(f"eval.recipe (or config.recipe) must be one of {RECIPES}, got {self.recipe!r}")
-        if len(self.image_size) != 2 or min(self.image_size) < 1:
-            raise ValueError(f"eval.image_size must be (H, W), got {self.image_size}")
         for name in ("batch_size", "max_rank", "ranking_queries", "ranking_top_k"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"eval.{name} must be positive, got {getattr(self, name)}")
@@ -180,53 +180,39 @@ def _check_subset(name: str, values: Sequence[str], allowed: Mapping | Sequence,
         raise ValueError(f"{name} lists a value twice: {list(values)}")
 
 
+#: EvalSettings fields an experiment config sets outside `config.eval`: `config.recipe` and
+#: `config.data.image_size` (what the model was trained with).
+FROM_EXPERIMENT = ("recipe", "image_size")
+
+
+def stage_modalities(stage: str | None) -> tuple[str, ...]:
+    """The query modalities scored by default: IR only for the stage-1 "base" model (its text
+    tower is untrained), all four otherwise."""
+    return ("ir",) if stage == "base" else MODALITIES
+
+
 def settings_from_config(config: Any) -> EvalSettings:
-    """EvalSettings from an experiment config (configs/*.py).
+    """EvalSettings from an experiment config (tvilfm_jax/configs), a ConfigDict or dict.
 
     Read: every EvalSettings field from `config.eval` when that section exists (unknown keys
-    raise, naming them; `trials=()` means all). Otherwise, or for fields it leaves out:
-    `recipe` from `config.recipe`, `image_size` from `config.data.image_size`, and
-    `modalities` from `config.stage`: ("ir",) for the stage-1 "base" model (its text tower is
-    untrained), all four for "tvilfm"; the remaining fields keep their defaults.
+    raise, naming them; `trials=()` means all), except those of FROM_EXPERIMENT: `recipe` from
+    `config.recipe`, `image_size` from `config.data.image_size`. For fields left out:
+    `modalities` from `config.stage` (`stage_modalities`); the remaining fields keep their
+    defaults.
     """
-    section = _section(config, "eval")
-    fields = {f.name for f in dataclasses.fields(EvalSettings)}
-    unknown = sorted(set(section) - fields)
-    if unknown:
-        raise ValueError(f"config.eval: unknown key(s) {unknown}; expected some of {sorted(fields)}")
-    kwargs = dict(section)
+    section = config.get("eval")
+    kwargs = {} if section is None else as_dict(section, "config.eval")
+    unknown_keys(kwargs, EvalSettings, "config.eval")
     for key in ("protocols", "modalities", "text_sources", "flip", "image_size", "trials"):
         if isinstance(kwargs.get(key), (str, bool, int)):
             kwargs[key] = (kwargs[key],)
     if "trials" in kwargs and kwargs["trials"] is not None and len(kwargs["trials"]) == 0:
         kwargs["trials"] = None
-    if "recipe" not in kwargs and _get(config, "recipe") is not None:
-        kwargs["recipe"] = _get(config, "recipe")
-    image_size = _get(_get(config, "data"), "image_size")
+    if "recipe" not in kwargs and config.get("recipe") is not None:
+        kwargs["recipe"] = config.get("recipe")
+    image_size = (config.get("data") or {}).get("image_size")
     if "image_size" not in kwargs and image_size is not None:
         kwargs["image_size"] = tuple(image_size)
-    if "modalities" not in kwargs and _get(config, "stage") == "base":
-        kwargs["modalities"] = ("ir",)
+    if "modalities" not in kwargs:
+        kwargs["modalities"] = stage_modalities(config.get("stage"))
     return EvalSettings(**kwargs)
-
-
-def _get(config: Any, key: str) -> Any:
-    if config is None:
-        return None
-    if isinstance(config, Mapping):
-        return config.get(key)
-    try:
-        return config[key]
-    except (KeyError, TypeError, AttributeError):
-        return getattr(config, key, None)
-
-
-def _section(config: Any, key: str) -> dict:
-    value = _get(config, key)
-    if value is None:
-        return {}
-    if hasattr(value, "to_dict"):
-        value = value.to_dict()
-    if not isinstance(value, Mapping):
-        raise TypeError(f"config.{key} must be a section (ConfigDict or dict), got {type(value).__name__}")
-    return dict(value)

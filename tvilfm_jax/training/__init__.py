@@ -1,10 +1,11 @@
 """Training: experiment config checks, the train state, the jitted data-parallel steps of both
 stages, mesh placement and JAX's distributed runtime, resumable checkpoints, and reporting.
 
-Modules: `config` (reading configs/*.py trees), `state` (TrainState), `step` (pure train steps),
-`mesh` (devices, shardings, multi-host start), `inputs` (TFDS splits -> input pipeline),
-`initialization` (start variables: init.checkpoint or a fresh init), `checkpointing` (the
-resumable train state, one orbax CheckpointManager), `logging` (progress bar, metrics.jsonl,
-TensorBoard), `loop` (`prepare` + `train`). The CLI is `tvilfm_jax.train`; the workdir's layout
-is `tvilfm_jax.run_layout`, the exported models are `tvilfm_jax.artifacts`.
+Modules: `config` (the settings dataclasses of a run; `validate` reads a config tree into
+them), `state` (TrainState), `step` (pure train steps), `mesh` (devices, shardings, multi-host
+start), `inputs` (TFDS splits -> input pipeline), `initialization` (start variables:
+init.checkpoint or a fresh init), `checkpointing` (the resumable train state, one orbax
+CheckpointManager), `logging` (progress bar, metrics.jsonl, TensorBoard), `loop` (`prepare` +
+`train`). The CLI is `tvilfm_jax.train`; the workdir's layout is `tvilfm_jax.run_layout`, the
+exported models are `tvilfm_jax.artifacts`.
 """

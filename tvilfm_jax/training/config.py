@@ -1,12 +1,23 @@
-"""Checks an experiment config (configs/*.py) and derives what the loop builds from it.
+"""The settings of a training run, one frozen dataclass per config section, and what the loop
+derives from them.
 
-The config tree itself is defined in configs/common.py; this module only reads it, so the
-package never imports a config file.
+The dataclasses' defaults are the config's defaults: tvilfm_jax/configs/common.py builds the
+ConfigDict tree from them, and `validate` reads a tree back into `ExperimentSettings`, so the
+package never imports a config file and every default and range check is written once.
+
+  ExperimentSettings  stage, recipe, seed and the sections below
+    data   DataSettings     TFDS dataset, batch shape (P identities x K images), augmentation
+    model  ModelSettings    network size and compute dtype (num_classes comes from the dataset)
+    optim  OptimSettings    (tvilfm_jax.optim) parameter groups and schedule
+    train  TrainSettings    epochs, logging / checkpoint / evaluation cadence
+    eval   EvalSettings     (tvilfm_jax.eval.settings) what the periodic evaluation scores
+    init   InitSettings     the checkpoint a run starts from
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import re
 import sys
@@ -15,72 +26,201 @@ from typing import Any
 
 import jax
 
-from tvilfm_jax.data.pipeline import TEXT_LENGTH as CONTEXT_LENGTH
+from tvilfm_jax.data import transforms
+from tvilfm_jax.data.datasets import tfds_name
+from tvilfm_jax.data.images import IMAGE_SIZE
+from tvilfm_jax.data.pipeline import LLM_AUG_PROB, check_augmentation
+from tvilfm_jax.eval.settings import EvalSettings, settings_from_config
+from tvilfm_jax.models.resnet import RESNET50_BLOCKS, feature_dim
 from tvilfm_jax.models.text import TextConfig
 from tvilfm_jax.models.tvilfm import ModelConfig
-from tvilfm_jax.optim import RECIPES, STAGES
+from tvilfm_jax.optim import OptimSettings
+from tvilfm_jax.sections import ConfigError, one_of, positive_int, read_section
+from tvilfm_jax.stages import RECIPES, STAGES
 
-VOCAB_SIZE = 49408  # CLIP BPE; the EOT id 49407 is the largest, which the text tower relies on
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 
 
-class ConfigError(ValueError):
-    """An experiment config value is missing or out of range; the message names the key."""
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    """`config.data`: the training input (tvilfm_jax.training.inputs)."""
+
+    # TFDS name with config, e.g. "sysu_mm01", "regdb/trial1", "llcm", "synthetic/sysu".
+    name: str = tfds_name("sysu")
+    # TFDS data_dir; "" = TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR).
+    data_dir: str = ""
+    # Build a missing synthetic/* dataset into data_dir before training (real datasets are built
+    # with `tfds build`, see README).
+    build_synthetic: bool = False
+    # (H, W) of training images; records stored at another size are Lanczos-resized at load.
+    image_size: tuple[int, int] = IMAGE_SIZE
+    # Zero pad before the training random crop, in pixels at image_size (docs/original.md §5.5: 10).
+    crop_padding: int = transforms.PAD
+    # P identities x K images per modality make one global batch (B = 32).
+    ids_per_batch: int = 8
+    images_per_id: int = 4
+    # Stage 2: each caption is replaced by its LLM rephrase with this probability (docs/original.md §5.3).
+    llm_aug: bool = True
+    llm_aug_prob: float = LLM_AUG_PROB
+    # grain worker processes per host (0: in the training process) and batches read ahead.
+    num_workers: int = 8
+    prefetch: int = 2
+
+    def __post_init__(self):
+        if not self.name:
+            raise ConfigError(f"config.data.name must be a TFDS dataset name, got {self.name!r}")
+        try:  # the pipeline's checks, with the config's names
+            check_augmentation(self.llm_aug_prob, self.image_size, self.crop_padding, "config.data.")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        for key in ("ids_per_batch", "images_per_id"):
+            positive_int(getattr(self, key), f"config.data.{key}")
+        for key in ("num_workers", "prefetch"):
+            positive_int(getattr(self, key), f"config.data.{key}", 0)
 
 
-def _get(config: Any, dotted: str) -> Any:
-    node = config
-    for part in dotted.split("."):
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    """`config.model`: the network's size; the defaults are ModelConfig's (ResNet-50 + CLIP RN50
+    text tower). The visual feature size D = 32 * resnet_width; the text projection matches it.
+    Vocabulary and context length are TextConfig's (fixed by the tokenizer)."""
+
+    resnet_blocks: tuple[int, ...] = RESNET50_BLOCKS
+    resnet_width: int = ModelConfig.resnet_width
+    text_width: int = TextConfig.width
+    text_layers: int = TextConfig.layers
+    text_heads: int = TextConfig.heads
+    # "sff": F = f_IR + T(rgb caption) - T(ir caption) (TVI-LFM); "add": F = f_IR + T(rgb caption).
+    fusion: str = ModelConfig.fusion
+    # Training compute dtype of the ResNet and the text tower; params, BN statistics and losses
+    # stay fp32. "auto": bfloat16 on GPU/TPU, float32 on CPU. Evaluation uses eval.dtype instead.
+    compute_dtype: str = "auto"
+
+    def __post_init__(self):
+        for key in ("resnet_width", "text_width", "text_layers", "text_heads"):
+            positive_int(getattr(self, key), f"config.model.{key}")
+        one_of(self.compute_dtype, "config.model.compute_dtype", COMPUTE_DTYPES)
+        # The model's own checks, with the config's names.
         try:
-            node = node[part]
-        except (KeyError, TypeError, AttributeError):
-            raise ConfigError(f"config: missing key {dotted!r}") from None
-    return node
+            self.text_config()
+        except ValueError as err:
+            raise ConfigError(f"config.model.text_width and config.model.text_heads: {err}") from None
+        try:
+            self.model_config(num_classes=1, backup=False, dtype="float32")
+        except ValueError as err:
+            raise ConfigError(f"config.model: {err}") from None
+
+    def text_config(self) -> TextConfig:
+        """The text tower of these sizes; its projection matches the visual feature size."""
+        return TextConfig(width=self.text_width, layers=self.text_layers, heads=self.text_heads,
+                          embed_dim=feature_dim(self.resnet_width))
+
+    def model_config(self, num_classes: int, backup: bool, dtype: str | None = None) -> ModelConfig:
+        """The ModelConfig of these sizes; dtype None: `compute_dtype` resolved for this backend."""
+        return ModelConfig(num_classes=num_classes, resnet_blocks=tuple(self.resnet_blocks),
+                           resnet_width=self.resnet_width, text=self.text_config(), fusion=self.fusion,
+                           backup=backup, dtype=dtype or compute_dtype(self.compute_dtype))
 
 
-def _positive_int(config: Any, key: str, minimum: int = 1) -> int:
-    value = _get(config, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"config.{key} must be an int >= {minimum}, got {value!r}")
-    return value
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """`config.train`: how long, and how often the loop logs, checkpoints and evaluates."""
+
+    num_epochs: int = 120
+    # Console + metrics.jsonl + TensorBoard every this many steps (and at every epoch end).
+    log_every_steps: int = 50
+    # The latest checkpoint is written every this many steps and at every epoch end.
+    checkpoint_every_steps: int = 500
+    # How many latest checkpoints to keep (the best model is exported apart, to <workdir>/models/best).
+    keep_checkpoints: int = 2
+    # Evaluation after epoch e (0-based) when e + 1 >= eval_start_epoch and (e + 1) % eval_every_epochs
+    # == 0 (docs/original.md §6.7); the best model is the one with the highest `best_metric` (ties:
+    # later), a key of the evaluation's metrics: "<modality>/<R1|R5|R10|R20|mAP|mINP>" of the main
+    # protocol, or "rank1" = R1 of its primary modality (MER if scored, else Fusion, Text, IR). The
+    # configs select stage 2 of the "paper" recipe by "fusion/R1" (tvilfm_jax/configs/common.py).
+    eval_every_epochs: int = 2
+    eval_start_epoch: int = 80
+    best_metric: str = "rank1"
+    # Run the evaluator (config.eval) on that schedule; False trains without it.
+    evaluate: bool = True
+
+    def __post_init__(self):
+        for key in ("num_epochs", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+                    "eval_every_epochs"):
+            positive_int(getattr(self, key), f"config.train.{key}")
+        positive_int(self.eval_start_epoch, "config.train.eval_start_epoch", 0)
+        if not self.best_metric:
+            raise ConfigError(f"config.train.best_metric must be a metric name, got {self.best_metric!r}")
 
 
-def validate(config: Any) -> None:
-    """Raises ConfigError naming the first key that is missing or has a bad value."""
-    if _get(config, "stage") not in STAGES:
-        raise ConfigError(f"config.stage must be one of {STAGES}, got {config.stage!r}")
-    if _get(config, "recipe") not in RECIPES:
-        raise ConfigError(f"config.recipe must be one of {RECIPES}, got {config.recipe!r}")
-    _positive_int(config, "seed", 0)
-    if not isinstance(_get(config, "data.name"), str) or not config.data.name:
-        raise ConfigError(f"config.data.name must be a TFDS dataset name, got {config.data.name!r}")
-    size = tuple(_get(config, "data.image_size"))
-    if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 16 for v in size):
-        raise ConfigError(f"config.data.image_size must be (H, W) ints >= 16, got {config.data.image_size!r}")
-    for key in ("data.ids_per_batch", "data.images_per_id", "model.resnet_width", "model.text_width",
-                "model.text_layers", "model.text_heads", "train.num_epochs", "train.log_every_steps",
-                "train.checkpoint_every_steps", "train.keep_checkpoints", "train.eval_every_epochs"):
-        _positive_int(config, key)
-    for key in ("data.num_workers", "data.prefetch", "train.eval_start_epoch"):
-        _positive_int(config, key, 0)
-    if not 0.0 <= float(_get(config, "data.llm_aug_prob")) <= 1.0:
-        raise ConfigError(f"config.data.llm_aug_prob must be in [0, 1], got {config.data.llm_aug_prob!r}")
-    if _get(config, "model.compute_dtype") not in COMPUTE_DTYPES:
-        raise ConfigError(f"config.model.compute_dtype must be one of {COMPUTE_DTYPES}, "
-                          f"got {config.model.compute_dtype!r}")
-    if config.model.text_width % config.model.text_heads:
-        raise ConfigError(f"config.model.text_width ({config.model.text_width}) must be divisible by "
-                          f"config.model.text_heads ({config.model.text_heads})")
-    if config.stage == "tvilfm" and not _get(config, "init.checkpoint"):
-        raise ConfigError("config.init.checkpoint is required for stage 'tvilfm': the stage-1 model to start "
-                          "from (e.g. <stage-1 workdir>/models/last, or `python -m tvilfm_jax.convert "
-                          "--kind official ...`)")
-    if not isinstance(_get(config, "train.best_metric"), str) or not config.train.best_metric:
-        raise ConfigError(f"config.train.best_metric must be a metric name, got {config.train.best_metric!r}")
-    parts = config.train.best_metric.split("/")  # "<modality>/<metric>" of the main protocol
-    if len(parts) == 2 and _get(config, "train.evaluate") and parts[0] not in tuple(_get(config, "eval.modalities")):
-        raise ConfigError(f"config.train.best_metric={config.train.best_metric!r} needs the {parts[0]!r} query, "
-                          f"which config.eval.modalities {tuple(config.eval.modalities)} does not score")
+@dataclasses.dataclass(frozen=True)
+class InitSettings:
+    """`config.init`: a model artifact (tvilfm_jax.artifacts: model.json + variables/), e.g. from
+    `python -m tvilfm_jax.convert` or `<stage-1 workdir>/models/last`. Stage "base":
+    optional (random init when empty); stage "tvilfm": required (the stage-1 model)."""
+
+    checkpoint: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentSettings:
+    """A whole experiment config; `from_config` is its validation.
+
+    Attributes:
+      stage: "base" (stage 1, RGB_IR, docs/original.md §3.3) or "tvilfm" (stage 2, RGB_IR_Text:
+        SFF + MJL on the frozen visual encoder, §3.4); see tvilfm_jax.stages.
+      recipe: "paper" (the original's behaviour incl. its quirks, docs/original.md §10.2) or "clean".
+      seed: seeds the model initialisation and every random draw of the input pipeline.
+    """
+
+    stage: str = STAGES[0]
+    recipe: str = RECIPES[0]
+    seed: int = 1
+    data: DataSettings = dataclasses.field(default_factory=DataSettings)
+    model: ModelSettings = dataclasses.field(default_factory=ModelSettings)
+    optim: OptimSettings = dataclasses.field(default_factory=OptimSettings)
+    train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
+    eval: EvalSettings = dataclasses.field(default_factory=EvalSettings)
+    init: InitSettings = dataclasses.field(default_factory=InitSettings)
+
+    def __post_init__(self):
+        one_of(self.stage, "config.stage", STAGES)
+        one_of(self.recipe, "config.recipe", RECIPES)
+        positive_int(self.seed, "config.seed", 0)
+        if self.stage == "tvilfm" and not self.init.checkpoint:
+            raise ConfigError("config.init.checkpoint is required for stage 'tvilfm': the stage-1 model to start "
+                              "from (e.g. <stage-1 workdir>/models/last, or `python -m tvilfm_jax.convert "
+                              "--kind official ...`)")
+        parts = self.train.best_metric.split("/")  # "<modality>/<metric>" of the main protocol
+        if len(parts) == 2 and self.train.evaluate and parts[0] not in self.eval.modalities:
+            raise ConfigError(f"config.train.best_metric={self.train.best_metric!r} needs the {parts[0]!r} query, "
+                              f"which config.eval.modalities {self.eval.modalities} does not score")
+
+    @classmethod
+    def from_config(cls, config: Any) -> ExperimentSettings:
+        """Reads an experiment config tree (ConfigDict or nested dict); raises ConfigError naming
+        the first key that is missing, unknown or has a bad value."""
+        top = {f.name for f in dataclasses.fields(cls)}
+        keys = set(config.keys())
+        if keys != top:
+            missing, unknown = sorted(top - keys), sorted(keys - top)
+            raise ConfigError(f"config: missing key {missing[0]!r}" if missing else
+                              f"config: unknown key(s) {unknown}; expected some of {sorted(top)}")
+        sections = {name: read_section(settings, config[name], name) for name, settings in (
+            ("data", DataSettings), ("model", ModelSettings), ("optim", OptimSettings), ("train", TrainSettings),
+            ("init", InitSettings))}
+        try:
+            evaluation = settings_from_config(config)
+        except ConfigError:  # already names config.eval
+            raise
+        except ValueError as err:  # EvalSettings' checks name "eval.<key>"
+            raise ConfigError(f"config.{err}") from None
+        return cls(stage=config["stage"], recipe=config["recipe"], seed=config["seed"], eval=evaluation, **sections)
+
+
+def validate(config: Any) -> ExperimentSettings:
+    """The settings of an experiment config; ConfigError names the first bad key."""
+    return ExperimentSettings.from_config(config)
 
 
 def compute_dtype(name: str, backend: str | None = None) -> str:
@@ -92,13 +232,8 @@ def compute_dtype(name: str, backend: str | None = None) -> str:
 
 def model_config(config: Any, num_classes: int) -> ModelConfig:
     """The ModelConfig of this experiment (stage 2 carries the backup GeM/neck, docs/original.md §1.7)."""
-    m = config.model
-    width = m.resnet_width
-    text = TextConfig(vocab_size=VOCAB_SIZE, context_length=CONTEXT_LENGTH, width=m.text_width,
-                      layers=m.text_layers, heads=m.text_heads, embed_dim=32 * width)
-    return ModelConfig(num_classes=num_classes, resnet_blocks=tuple(m.resnet_blocks), resnet_width=width,
-                       text=text, fusion=m.fusion, backup=config.stage == "tvilfm",
-                       dtype=compute_dtype(m.compute_dtype))
+    return read_section(ModelSettings, config["model"], "model").model_config(num_classes,
+                                                                             backup=config["stage"] == "tvilfm")
 
 
 def unknown_override(argv: Sequence[str], config: Any) -> str | None:
