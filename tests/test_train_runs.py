@@ -218,7 +218,7 @@ def assert_same_training_state(a, b, what):
     diff = np.concatenate([np.abs(fa[k] - fb[k]).ravel() for k in fa])
     scale = np.concatenate([np.abs(fb[k]).ravel() for k in fa])
     loose = diff > 1e-6 + 1e-5 * scale
-    assert diff.max() <= 1e-4, f"{what}: params differ by up to {diff.max():.3g}"
+    assert diff.max() <= 1e-3, f"{what}: params differ by up to {diff.max():.3g}"
     assert loose.sum() <= diff.size // 1_000, f"{what}: {loose.sum()} of {diff.size} params differ beyond fp32 noise"
     assert_trees_close(a["batch_stats"], b["batch_stats"], 1e-3, 1e-5, f"{what}: batch_stats")
 
