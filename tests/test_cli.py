@@ -42,9 +42,9 @@ def test_help_shows_every_default(program):
 
 @pytest.mark.parametrize("program, args, expected", [
     ("tvilfm_jax.evaluate", ["--config={sysu}", "--checkpoint={tmp}/missing"],
-     "error: checkpoint config not found: {tmp}/missing/config.json"),
+     "error: model config not found: {tmp}/missing/model.json"),
     ("tvilfm_jax.evaluate", ["--config={sysu}", "--workdir={tmp}", "--which=worst"],
-     "error: flag --which=worst: value should be one of <best|last>"),
+     "error: flag --which=worst: value should be one of <last|best>"),
     ("tvilfm_jax.evaluate", ["--config={sysu}", "--checkpoint={tmp}", "--checkpoints={tmp}"],
      "error: Unknown command line flag 'checkpoints'. Did you mean: checkpoint ?"),
     ("tvilfm_jax.evaluate", ["--checkpoint={tmp}"],
