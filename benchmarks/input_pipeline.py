@@ -35,7 +35,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from tvilfm_jax.data import images, pipeline, transforms  # noqa: E402
+from tvilfm_jax.data import images, pipeline, tokenizer, transforms  # noqa: E402
 
 _BATCHES = flags.DEFINE_integer("batches", 20, "timed batches per configuration (after 2 warm-up)")
 _IDS = flags.DEFINE_integer("ids", 40, "identities in the synthetic in-memory records")
@@ -81,8 +81,8 @@ def make_records(num_ids: int, per_id: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
     records = []
     for i in range(num_ids * per_id):
-        ids = np.zeros(77, np.int32)
-        ids[:3] = (49406, 320 + i % 1000, 49407)
+        ids = np.zeros(tokenizer.CONTEXT_LENGTH, np.int32)
+        ids[:3] = (tokenizer.SOT, 320 + i % 1000, tokenizer.EOT)
         records.append(
             {
                 "image": _person_like(rng),

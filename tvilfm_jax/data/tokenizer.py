@@ -22,10 +22,13 @@ import instant_clip_tokenizer
 import numpy as np
 import regex
 
+from tvilfm_jax.models.text import TextConfig
+
 SOT = 49406
 EOT = 49407
 MASK = 49405
-CONTEXT_LENGTH = 77
+# Rows are as long as the text tower's positional embedding (77 for every CLIP model).
+CONTEXT_LENGTH = TextConfig.context_length
 
 _SPECIAL_IDS = {"<|startoftext|>": SOT, "<|mask|>": MASK, "<|endoftext|>": EOT}
 # The original's pre-tokenizer. Only needed when a text may contain a special token literally:
