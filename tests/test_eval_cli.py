@@ -114,6 +114,9 @@ def test_cli_writes_tables_and_figures(built):
             assert r["metric"] == "llcm"  # the clean recipe scores LLCM IR with eval_llcm too
             assert [t["trial"] for t in r["trials"]] == [0, 1, 2]
             assert r["mean"]["mAP"] == pytest.approx(np.mean([t["mAP"] for t in r["trials"]]))
+            assert r["std"]["mAP"] == pytest.approx(np.std([t["mAP"] for t in r["trials"]]))
+            assert r["std"]["R1"] == pytest.approx(np.std([t["R1"] for t in r["trials"]]))
+            assert len(r["std"]["cmc"]) == 20 and r["std"]["R20"] == 0.0
             assert 0 <= r["mean"]["R1"] <= r["mean"]["R5"] <= r["mean"]["R20"] == 100.0
             assert len(r["mean"]["cmc"]) == 20
     markdown = (output / "report.md").read_text()
@@ -122,13 +125,18 @@ def test_cli_writes_tables_and_figures(built):
     assert "embeddings in float32 (eval.dtype), scores in float32, matmul precision HIGHEST" in markdown
     mean_rows = [line for line in markdown.splitlines() if line.startswith("| LLCM")]
     assert len(mean_rows) == sum(len(c["results"]) for c in report["conditions"])
+    first = report["conditions"][0]["results"]["ir"]
+    cells = [c.strip() for c in mean_rows[0].strip("|").split("|")]
+    assert cells[6] == f"{first['mean']['R1']:.2f} ± {first['std']['R1']:.2f}"  # every metric: mean ± std
+    assert cells[-1] == f"{first['mean']['mINP']:.2f} ± {first['std']['mINP']:.2f}"
     trial_rows = [line for line in markdown.splitlines() if line.startswith("| llcm-")]
     assert len(trial_rows) == 3 * len(mean_rows)
     for c in report["conditions"]:
         assert f"### {c['label']}" in markdown
 
     pngs = sorted(p.name for p in output.glob("*.png"))
-    assert pngs == sorted([f"cmc_{k.replace('/', '_')}.png" for k in keys] + ["ranking_llcm-i2v_paper_noflip.png"])
+    assert pngs == sorted([f"cmc_{k.replace('/', '_')}.png" for k in keys]
+                          + ["ranking_llcm-i2v_paper_noflip.png", "ranking_worst_llcm-i2v_paper_noflip.png"])
     for name in pngs:
         with Image.open(output / name) as im:
             im.verify()

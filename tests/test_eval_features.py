@@ -159,7 +159,7 @@ def test_evaluator_equals_a_direct_computation(model_and_variables, llcm):
     embedding methods and `metrics.evaluate`, on a synthetic LLCM test set."""
     model, variables = model_and_variables
     settings = EvalSettings(text_sources=("non_gallery", "paper"), flip=(False,), trials=(0, 4), image_size=HW,
-                            batch_size=8, recipe="paper")
+                            batch_size=8, recipe="paper", ranking_worst=2)
     run = Evaluator(llcm, model, settings, progress=False).run(variables, ranking=True)
     assert list(run.results) == ["llcm-i2v/non_gallery/noflip", "llcm-v2i/non_gallery/noflip",
                                  "llcm-i2v/paper/noflip", "llcm-v2i/paper/noflip"]
@@ -195,12 +195,30 @@ def test_evaluator_equals_a_direct_computation(model_and_variables, llcm):
     assert fusion.mean["mAP"] == pytest.approx(np.mean([r["mAP"] for r in fusion.per_trial]))
     flat = run.flat()
     assert flat["fusion/mAP"] == pytest.approx(100 * run.results["llcm-i2v/non_gallery/noflip"]["fusion"].mean["mAP"])
-    # The ranking sample is the top of the MER row of the first condition.
-    sample = run.ranking
-    assert sample.modality == "mer" and sample.condition.key == "llcm-i2v/non_gallery/noflip"
-    assert np.all(np.diff(sample.scores, axis=1) <= 0)
-    expected = llcm.gallery.pids[sample.gallery_index] == llcm.query.pids[sample.query_index][:, None]
-    np.testing.assert_array_equal(sample.matches, expected)
+    # The ranking samples are the top of the MER row of the first condition's first trial: queries
+    # spread over the set, then the worst by AP (the per-query AP behind the trial's mAP).
+    spread, worst = run.rankings
+    assert (spread.selection, worst.selection) == ("spread", "worst")
+    for sample in (spread, worst):
+        assert sample.modality == "mer" and sample.condition.key == "llcm-i2v/non_gallery/noflip"
+        assert sample.trial == 0
+        assert np.all(np.diff(sample.scores, axis=1) <= 0)
+        expected = llcm.gallery.pids[sample.gallery_index] == llcm.query.pids[sample.query_index][:, None]
+        np.testing.assert_array_equal(sample.matches, expected)
+    assigned = texts.query_texts(llcm, "non_gallery", mode="all", trial=0, seed=0)
+    q = query_embeddings(variables, q_img, jnp.asarray(tokenize(list(assigned.rgb))),
+                         jnp.asarray(tokenize(list(assigned.ir))))
+    idx = llcm.gallery_indices("all", 0)
+    _, ap, _, valid = metrics.per_query_stats(q["mer"] @ g_all["current"][idx].T, llcm.query.pids,
+                                              llcm.gallery.pids[idx], llcm.query.cams, llcm.gallery.cams[idx], "llcm")
+    assert ap[valid].mean() == pytest.approx(run.results["llcm-i2v/non_gallery/noflip"]["mer"].per_trial[0]["mAP"])
+    n = settings.ranking_worst
+    lowest = np.flatnonzero(valid)[np.argsort(ap[valid], kind="stable")][:n]
+    assert len(worst.query_index) == min(n, valid.sum()) < len(llcm.query)
+    np.testing.assert_array_equal(worst.query_index, lowest)
+    np.testing.assert_allclose(worst.ap, ap[lowest], atol=1e-6)
+    assert np.all(np.diff(worst.ap) >= 0) and worst.ap.max() <= np.sort(ap[valid])[n - 1] + 1e-6
+    np.testing.assert_array_equal(np.isnan(spread.ap), ~valid[spread.query_index])
 
 
 def test_sysu_and_regdb_protocols(model_and_variables, tmp_path):

@@ -244,9 +244,15 @@ def test_average_results_and_format_row():
     np.testing.assert_allclose(m["cmc"], [0.6, 0.9])
     assert m["mAP"] == pytest.approx(0.5) and m["mINP"] == pytest.approx(0.3)
     assert m["num_trials"] == 2
+    # Population std over the trials, laid out as the mean; one trial has none.
+    np.testing.assert_allclose(m["std"]["cmc"], [0.1, 0.1])
+    assert m["std"]["mAP"] == pytest.approx(0.1) and m["std"]["mINP"] == pytest.approx(0.1)
+    one = average_results([a])
+    assert one["std"]["mAP"] == one["std"]["mINP"] == 0.0 and not one["std"]["cmc"].any()
     row = format_row("Fusion", m, ranks=(1, 2))
-    assert row.startswith("Fusion") and "R1  60.00" in row and "R2  90.00" in row
-    assert "mAP  50.00" in row and "mINP  30.00" in row
+    assert row.startswith("Fusion") and "R1  60.00 ± 10.00" in row and "R2  90.00 ± 10.00" in row
+    assert "mAP  50.00 ± 10.00" in row and "mINP  30.00 ± 10.00" in row
+    assert "±" not in format_row("one trial", a, ranks=(1, 2))  # a single result has no spread to show
     with pytest.raises(ValueError, match="rank 5"):
         format_row("x", m, ranks=(5,))
     with pytest.raises(ValueError, match="one length"):

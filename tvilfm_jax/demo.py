@@ -98,19 +98,20 @@ def evaluate(config, checkpoint: Path, output: Path) -> dict:
 
 
 def table(report: dict) -> tuple[str, dict]:
-    """The demo's table (one row per text source and query) and its numbers:
-    {text_source: {modality: {"R1", "R10", "mAP", "mINP"}}} in percent (mean of the trials)."""
+    """The demo's table (one row per text source and query; each column mean ± std over the
+    trials) and its numbers: {text_source: {modality: {"R1", "R10", "mAP", "mINP"}}} in percent
+    (mean of the trials)."""
     from tvilfm_jax.eval.settings import MODALITY_NAMES
 
     numbers = {}
-    lines = [f"{'query text':<10s} {'query':<12s}" + "".join(f"{c:>8s}" for c in COLUMNS)]
+    lines = [f"{'query text':<10s} {'query':<12s}" + "".join(f"{c + ' ± std':>16s}" for c in COLUMNS)]
     for condition in report["conditions"]:
         source = condition["text_source"]
         numbers[source] = {}
         for modality, row in condition["results"].items():
             numbers[source][modality] = {c: row["mean"][c] for c in COLUMNS}
             lines.append(f"{source:<10s} {MODALITY_NAMES[modality] + '->RGB':<12s}"
-                         + "".join(f"{row['mean'][c]:8.2f}" for c in COLUMNS))
+                         + "".join(f"{row['mean'][c]:9.2f} ± {row['std'][c]:4.2f}" for c in COLUMNS))
     return "\n".join(lines), numbers
 
 
@@ -151,13 +152,13 @@ def run(workdir: str | os.PathLike = "runs/demo", epochs1: int = 0, epochs2: int
     cmc = [f for f in files["figures"] if Path(f).name.startswith("cmc_")]
     ranking = [f for f in files["figures"] if Path(f).name.startswith("ranking_")]
     print(f"\nevaluated in {time.time() - t0:.0f} s: SYSU-MM01-style all-search, IR queries -> RGB gallery, "
-          f"mean of 10 gallery trials, percent")
+          f"mean ± std over 10 gallery trials, percent")
     print(text)
     print("\n`paper`: the query's text is an RGB caption of its identity, as in the paper; `ir_only`: only the IR "
           "image's own caption (no colours).")
     print(f"report:        {files['markdown']} (and report.json)")
     print(f"CMC curves:    {', '.join(cmc)}")
-    print(f"ranking grid:  {', '.join(ranking)}")
+    print(f"ranking grids: {', '.join(ranking)}")
     print(f"demo finished in {seconds / 60:.1f} min")
     return {"numbers": numbers, "files": files, "seconds": seconds}
 

@@ -244,31 +244,42 @@ def summarize(
 
 
 def average_results(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean over gallery trials (SYSU/LLCM: 10 random galleries; RegDB: 10 trained splits).
+    """Mean over gallery trials (SYSU/LLCM: 10 random galleries; RegDB: 10 trained splits), and
+    the spread of the trials around it.
 
-    Every entry is averaged with equal weight per trial, as the original does.
+    Every entry is averaged with equal weight per trial, as the original does. ``std`` holds the
+    population standard deviation (ddof=0) of ``cmc``, ``mAP`` and ``mINP`` over the trials, in
+    the same layout as the mean (so `summarize`'s readers take it too); one trial gives 0.
     """
     if not results:
         raise ValueError("average_results needs at least one result")
     lengths = {len(r["cmc"]) for r in results}
     if len(lengths) != 1:
         raise ValueError(f"all results must have CMC curves of one length, got {sorted(lengths)}")
+    cmc = np.asarray([np.asarray(r["cmc"], np.float64) for r in results])
+    scalars = {k: np.asarray([r[k] for r in results], np.float64) for k in ("mAP", "mINP")}
     return {
-        "cmc": np.mean([np.asarray(r["cmc"], np.float64) for r in results], axis=0),
-        "mAP": float(np.mean([r["mAP"] for r in results])),
-        "mINP": float(np.mean([r["mINP"] for r in results])),
+        "cmc": cmc.mean(axis=0),
+        **{k: float(v.mean()) for k, v in scalars.items()},
         "num_trials": len(results),
+        "std": {"cmc": cmc.std(axis=0), **{k: float(v.std()) for k, v in scalars.items()}},
     }
 
 
 def format_row(name: str, result: Mapping[str, Any], ranks: Sequence[int] = (1, 5, 10, 20)) -> str:
-    """One table row in percent, e.g. ``Fusion  R1 61.23  R5 ...  mAP 58.01  mINP 44.90``."""
+    """One table row in percent, e.g. ``Fusion  R1 61.23  R5 ...  mAP 58.01  mINP 44.90``; a
+    mean over trials (`average_results`) shows its std too: ``R1 61.23 ± 1.05``."""
     cmc = np.asarray(result["cmc"])
     for k in ranks:
         if not 1 <= k <= len(cmc):
             raise ValueError(f"rank {k} is outside the CMC curve of length {len(cmc)}")
-    cols = [f"R{k} {100 * cmc[k - 1]:6.2f}" for k in ranks]
-    cols += [f"mAP {100 * result['mAP']:6.2f}", f"mINP {100 * result['mINP']:6.2f}"]
+    std = result.get("std")
+
+    def cell(label: str, mean: float, spread: float | None) -> str:
+        return f"{label} {100 * mean:6.2f}" + ("" if spread is None else f" ± {100 * spread:5.2f}")
+
+    cols = [cell(f"R{k}", cmc[k - 1], None if std is None else std["cmc"][k - 1]) for k in ranks]
+    cols += [cell(m, result[m], None if std is None else std[m]) for m in ("mAP", "mINP")]
     return f"{name:<10s}" + "  ".join(cols)
 
 

@@ -79,6 +79,8 @@ def build_report(test: TestSet, settings: EvalSettings, results: Mapping[str, Ma
             rows[modality] = {
                 "metric": r.metric,
                 "mean": {**summary_numbers(r.mean), "cmc": [100.0 * float(c) for c in r.mean["cmc"]]},
+                # Population std over the trials (0 for one trial), keyed as "mean".
+                "std": {**summary_numbers(r.mean["std"]), "cmc": [100.0 * float(c) for c in r.mean["std"]["cmc"]]},
                 "trials": [{"trial": int(t), **summary_numbers(x), "num_valid": int(x["num_valid"])}
                            for t, x in zip(r.trials, r.per_trial)],
             }
@@ -126,6 +128,10 @@ def _fmt(x: float) -> str:
     return f"{x:.2f}"
 
 
+def _fmt_spread(mean: float, std: float) -> str:
+    return f"{mean:.2f} ± {std:.2f}"
+
+
 def markdown(report: Mapping[str, Any]) -> str:
     """Mean table (every condition x modality) then per-trial tables, in Markdown."""
     ranks = [f"R{k}" for k in RANKS]
@@ -144,16 +150,17 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines += ["", "Query modalities:"] + [f"- {MODALITY_NAMES[k]}: {v}" for k, v in report["modalities"].items()]
     lines += ["", "Metrics:"] + [f"- `{k}`: {v}" for k, v in report["metrics"].items()]
 
-    lines += ["", "## Mean over trials", ""]
+    lines += ["", "## Mean over trials", "",
+              "mean ± std over the gallery trials (population std; 0.00 where one trial is scored)", ""]
     header = ["protocol", "text", "TTA", "query", "metric", "trials", *ranks, "mAP", "mINP"]
     lines += [_row(header), _row(["---"] * len(header))]
     for c in report["conditions"]:
         title = PROTOCOLS[c["protocol"]].title
         for modality, r in c["results"].items():
-            m = r["mean"]
-            shown = [_fmt(m[k]) if k in m else "-" for k in ranks]
+            m, sd = r["mean"], r["std"]
+            shown = [_fmt_spread(m[k], sd[k]) if k in m else "-" for k in (*ranks, "mAP", "mINP")]
             lines.append(_row([title, c["text_source"], c["tta"], MODALITY_NAMES[modality], r["metric"],
-                               str(len(r["trials"])), *shown, _fmt(m["mAP"]), _fmt(m["mINP"])]))
+                               str(len(r["trials"])), *shown]))
 
     lines += ["", "## Per trial", ""]
     for c in report["conditions"]:
@@ -177,9 +184,29 @@ def _file_stem(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", key)
 
 
+def cmc_curves(by_modality: Mapping[str, ModalityResult]) -> dict[str, np.ndarray]:
+    """The mean CMC [R] (fractions) of each modality of one condition, named for its plot legend."""
+    return {f"{MODALITY_NAMES[m]} ({r.metric})": r.mean["cmc"] for m, r in by_modality.items()}
+
+
+def cmc_title(key: str, split: int | None) -> str:
+    """The CMC plot title of condition `key` (split: the RegDB split, None elsewhere)."""
+    condition = _condition_from_key(key)
+    shown = f", split {split}" if split is not None else ""
+    return (f"{condition.protocol.title}{shown}\n"
+            f"text: {condition.text_source}, TTA: {'flip' if condition.flip else 'none'}")
+
+
+#: Ranking grid file name prefix per `scoring.SELECTIONS` entry.
+RANKING_PREFIXES = {"spread": "ranking", "worst": "ranking_worst"}
+
+
 def write_report(output: str | os.PathLike, report: Mapping[str, Any], test: TestSet,
-                 results: Mapping[str, Mapping[str, ModalityResult]], ranking: RankingSample | None) -> dict[str, Any]:
-    """Writes report.json, report.md, cmc_<condition>.png and ranking_<condition>.png.
+                 results: Mapping[str, Mapping[str, ModalityResult]],
+                 rankings: Sequence[RankingSample] = ()) -> dict[str, Any]:
+    """Writes report.json, report.md, cmc_<condition>.png, and per ranking sample
+    ranking_<condition>.png (queries spread over the set) or ranking_worst_<condition>.png
+    (the queries of lowest AP).
 
     Returns {"json": path, "markdown": path, "figures": [paths]}.
     """
@@ -194,26 +221,23 @@ def write_report(output: str | os.PathLike, report: Mapping[str, Any], test: Tes
         f.write(markdown(report))
     figures = []
     for key, by_modality in results.items():
-        condition = _condition_from_key(key)
-        split = f", split {test.split}" if test.split is not None else ""
-        title = (f"{condition.protocol.title}{split}\n"
-                 f"text: {condition.text_source}, TTA: {'flip' if condition.flip else 'none'}")
-        curves = {f"{MODALITY_NAMES[m]} ({r.metric})": r.mean["cmc"] for m, r in by_modality.items()}
-        figures.append(viz.plot_cmc(curves, os.path.join(output, f"cmc_{_file_stem(key)}.png"),
-                                    title=title))
-    if ranking is not None:
-        figures.append(ranking_figure(os.path.join(output, f"ranking_{_file_stem(ranking.condition.key)}.png"),
-                                      test, ranking))
+        figures.append(viz.plot_cmc(cmc_curves(by_modality), os.path.join(output, f"cmc_{_file_stem(key)}.png"),
+                                    title=cmc_title(key, test.split)))
+    for sample in rankings:
+        name = f"{RANKING_PREFIXES[sample.selection]}_{_file_stem(sample.condition.key)}.png"
+        figures.append(ranking_figure(os.path.join(output, name), test, sample))
     return {"json": json_path, "markdown": md_path, "figures": figures}
 
 
 def ranking_figure(path: str | os.PathLike, test: TestSet, sample: RankingSample) -> str:
-    """The ranking grid of `sample` (query images, their texts, top-k gallery images)."""
+    """The ranking grid of `sample` (query images titled with their AP, their texts, top-k
+    gallery images)."""
     queries = np.stack([test.query.images[int(i)] for i in sample.query_index])
     gallery = np.stack([np.stack([test.gallery.images[int(j)] for j in row]) for row in sample.gallery_index])
     # Two short lines: one line is wider than the query's image column and gets clipped.
-    titles = [f"{MODALITY_NAMES[sample.modality]} query {int(i)}\npid {int(test.query.pids[i])} cam {int(test.query.cams[i])}"
-              for i in sample.query_index]
+    aps = ["n/a" if np.isnan(a) else f"{100 * a:.1f}" for a in sample.ap]
+    titles = [f"{MODALITY_NAMES[sample.modality]} q{int(i)} AP {ap}\npid {int(test.query.pids[i])} "
+              f"cam {int(test.query.cams[i])}" for i, ap in zip(sample.query_index, aps)]
     texts = [f"[{sample.condition.label}, trial {sample.trial}] {t}" for t in sample.texts]
     return viz.ranking_grid(queries, texts, gallery, sample.matches, path, top_k=sample.gallery_index.shape[1],
                             gallery_scores=sample.scores, query_titles=titles)

@@ -59,10 +59,11 @@ def as_variables(state_or_variables: Any) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class EvalRun:
-    """One evaluation: results per condition key and modality, and an optional ranking sample."""
+    """One evaluation: results per condition key and modality, and the ranking samples (queries
+    spread over the query set, then the worst by AP; empty unless asked for)."""
 
     results: Mapping[str, Mapping[str, scoring.ModalityResult]]
-    ranking: scoring.RankingSample | None
+    rankings: tuple[scoring.RankingSample, ...]
 
     def flat(self) -> dict[str, float]:
         """Metrics in percent, for logs and model selection:
@@ -119,9 +120,9 @@ class Evaluator:
     def run(self, state_or_variables: Any, *, ranking: bool = False) -> EvalRun:
         variables = as_variables(state_or_variables)
         feats = scoring.extract(self.extractor, variables, self.test, self.settings, self.texts)
-        results, sample = scoring.score(self.extractor, variables, self.test, self.settings, self.texts, feats,
-                                        ranking=ranking)
-        return EvalRun(results, sample)
+        results, samples = scoring.score(self.extractor, variables, self.test, self.settings, self.texts, feats,
+                                         ranking=ranking)
+        return EvalRun(results, samples)
 
     def __call__(self, state_or_variables: Any) -> dict[str, float]:
         return self.run(state_or_variables).flat()
@@ -215,7 +216,7 @@ def evaluate_and_report(config: Any, model_config: ModelConfig, variables: Any, 
             "num_params": sum(int(np.prod(x.shape)) for x in params)}
     report = report_lib.build_report(evaluator.test, evaluator.settings, run.results, checkpoint=checkpoint,
                                      model_info=info)
-    files = report_lib.write_report(output, report, evaluator.test, run.results, run.ranking)
+    files = report_lib.write_report(output, report, evaluator.test, run.results, run.rankings)
     if print_fn is not None:
         print_fn(report_lib.markdown(report))
         print_fn(f"wrote {files['json']}, {files['markdown']} and {len(files['figures'])} figures")

@@ -67,21 +67,29 @@ class ModalityResult:
     mean: Mapping[str, Any]
 
 
+#: How a ranking grid picks its queries: evenly over the query set, or those of lowest AP.
+SELECTIONS = ("spread", "worst")
+
+
 @dataclasses.dataclass(frozen=True)
 class RankingSample:
     """Top-k retrievals of a few queries, for the ranking grid (direction IR->RGB).
 
-    query_index [n] into test.query, gallery_index [n, k] into test.gallery, matches bool
-    [n, k], scores [n, k]; texts: the query text each query was given.
+    selection: one of SELECTIONS; query_index [n] into test.query, gallery_index [n, k] into
+    test.gallery, matches bool [n, k], scores [n, k]; ap [n]: each query's AP (fraction) in this
+    trial under the protocol's metric, NaN for a query without a true match; texts: the query
+    text each query was given.
     """
 
     condition: Condition
     modality: str
     trial: int
+    selection: str
     query_index: np.ndarray
     gallery_index: np.ndarray
     matches: np.ndarray
     scores: np.ndarray
+    ap: np.ndarray
     texts: tuple[str, ...]
 
 
@@ -234,20 +242,23 @@ def _query_embeddings(extractor: FeatureExtractor, variables, shared: _FlipEmbed
 
 
 def _evaluate(protocol: Protocol, modality: str, sim: jax.Array, test: TestSet, idx: np.ndarray,
-              settings: EvalSettings) -> dict[str, Any]:
-    """`metrics.evaluate` of one score matrix, with queries and gallery in the protocol's roles."""
+              settings: EvalSettings) -> tuple[dict[str, Any], np.ndarray]:
+    """`metrics.evaluate` of one score matrix, with queries and gallery in the protocol's roles,
+    and the per-query AP behind it (float64 [rows of sim], NaN where a query has no true match)."""
     metric = protocol.metric_for(modality, settings.recipe)
     ir = (test.query.pids, test.query.cams)
     rgb = (test.gallery.pids[idx], test.gallery.cams[idx])
     (q_pids, q_cams), (g_pids, g_cams) = (ir, rgb) if protocol.ir_to_rgb else (rgb, ir)
-    return metrics.evaluate(sim, q_pids, g_pids, q_cams, g_cams, metric, settings.max_rank)
+    ranks, ap, inp, valid = metrics.per_query_stats(sim, q_pids, g_pids, q_cams, g_cams, metric)
+    return metrics.summarize(ranks, ap, inp, valid, settings.max_rank), np.where(valid, ap, np.nan)
 
 
 def score(extractor: FeatureExtractor, variables, test: TestSet, settings: EvalSettings,
           prepared: PreparedTexts | None, feats: ModelFeatures,
-          ranking: bool = False) -> tuple[dict[str, dict[str, ModalityResult]], RankingSample | None]:
+          ranking: bool = False) -> tuple[dict[str, dict[str, ModalityResult]], tuple[RankingSample, ...]]:
     """Metrics of every condition: {condition key: {modality: ModalityResult}}, in settings order,
-    plus (if `ranking`) the top-k retrievals of a few queries under the first IR->RGB condition.
+    plus (if `ranking`) the top-k retrievals of a few queries under the first IR->RGB condition
+    (`_ranking_samples`; empty without `ranking` or an IR->RGB condition).
 
     Every (condition, trial) is one `Job`, run in one loop; jobs come flip variant by flip
     variant, so each variant's gallery is embedded once.
@@ -256,7 +267,7 @@ def score(extractor: FeatureExtractor, variables, test: TestSet, settings: EvalS
     trials = {c.key: protocol_trials(test, c.protocol, settings) for c in conds}
     jobs = [Job(c, trial) for c in conds for trial in trials[c.key]]
     per_trial = {c.key: {m: [] for m in c.protocol.modalities(settings.modalities)} for c in conds}
-    shared, sample = None, None
+    shared, samples = None, ()
     for job in jobs:
         protocol = job.condition.protocol
         if shared is None or shared.flip != job.condition.flip:
@@ -265,26 +276,45 @@ def score(extractor: FeatureExtractor, variables, test: TestSet, settings: EvalS
         idx = test.gallery_indices(protocol.mode, job.trial)
         g = {k: v[idx] for k, v in shared.gallery.items()}
         sims = _score_trial(protocol, protocol.modalities(settings.modalities), settings.recipe, g, q)
+        query_ap = {}
         for m, sim in sims.items():
-            per_trial[job.condition.key][m].append(_evaluate(protocol, m, sim, test, idx, settings))
-        if ranking and sample is None and protocol.ir_to_rgb:
-            sample = _ranking_sample(job.condition, job.trial, sims, idx, test, assigned, settings)
+            result, query_ap[m] = _evaluate(protocol, m, sim, test, idx, settings)
+            per_trial[job.condition.key][m].append(result)
+        if ranking and not samples and protocol.ir_to_rgb:
+            samples = _ranking_samples(job.condition, job.trial, sims, query_ap, idx, test, assigned, settings)
     results = {
         c.key: {m: ModalityResult(m, c.protocol.metric_for(m, settings.recipe), trials[c.key], tuple(rs),
                                   metrics.average_results(rs))
                 for m, rs in per_trial[c.key].items()}
         for c in conds
     }
-    return results, sample
+    return results, samples
 
 
-def _ranking_sample(condition: Condition, trial: int, sims: Mapping[str, jax.Array], idx: np.ndarray,
-                    test: TestSet, assigned: texts.QueryTexts | None, settings: EvalSettings) -> RankingSample:
-    """Top-k of `settings.ranking_queries` queries spread over the query set (MER if scored)."""
+def _ranking_samples(condition: Condition, trial: int, sims: Mapping[str, jax.Array],
+                     query_ap: Mapping[str, np.ndarray], idx: np.ndarray, test: TestSet,
+                     assigned: texts.QueryTexts | None, settings: EvalSettings) -> tuple[RankingSample, ...]:
+    """The ranking grids of one IR->RGB job, in MER if scored (else Fusion, Text, IR):
+    `settings.ranking_queries` queries spread over the query set, then the `settings.ranking_worst`
+    queries of lowest AP (ties by query index; queries without a true match have no AP and are
+    left out); query_ap: `_evaluate`'s per-query AP of each modality."""
     modality = next(m for m in ("mer", "fusion", "text", "ir") if m in sims)
+    ap = query_ap[modality]
     n = min(settings.ranking_queries, len(test.query))
-    chosen = np.unique(np.linspace(0, len(test.query) - 1, n).round().astype(int))
-    sim = np.asarray(sims[modality])[chosen]
+    spread = np.unique(np.linspace(0, len(test.query) - 1, n).round().astype(int))
+    scored = np.flatnonzero(~np.isnan(ap))
+    worst = scored[np.argsort(ap[scored], kind="stable")][:settings.ranking_worst]
+    sim = np.asarray(sims[modality])
+    return tuple(_ranking_sample(condition, modality, trial, selection, chosen, sim, ap, idx, test, assigned,
+                                 settings)
+                 for selection, chosen in zip(SELECTIONS, (spread, worst)) if chosen.size)
+
+
+def _ranking_sample(condition: Condition, modality: str, trial: int, selection: str, chosen: np.ndarray,
+                    sim: np.ndarray, ap: np.ndarray, idx: np.ndarray, test: TestSet,
+                    assigned: texts.QueryTexts | None, settings: EvalSettings) -> RankingSample:
+    """Top-k of the `chosen` queries [n] from one trial's scores sim [Q, G] and AP [Q]."""
+    sim = sim[chosen]
     k = min(settings.ranking_top_k, sim.shape[1])
     order = np.argsort(-sim, axis=1, kind="stable")[:, :k]
     gallery_index = idx[order]
@@ -293,5 +323,5 @@ def _ranking_sample(condition: Condition, trial: int, sims: Mapping[str, jax.Arr
         shown = ("(no text)",) * len(chosen)
     else:
         shown = tuple(f"text: {assigned.rgb[i]}  |  own IR caption: {assigned.ir[i]}" for i in chosen)
-    return RankingSample(condition, modality, trial, chosen, gallery_index, matches,
-                         np.take_along_axis(sim, order, axis=1), shown)
+    return RankingSample(condition, modality, trial, selection, chosen, gallery_index, matches,
+                         np.take_along_axis(sim, order, axis=1), ap[chosen], shown)

@@ -113,7 +113,9 @@ class EvalSettings:
       max_rank: CMC length.
       recipe: "paper" keeps the original's evaluation quirks (LLCM IR metric, RegDB v->t IR
         with current-neck RGB features), "clean" fixes them.
-      ranking_queries: queries shown in the ranking grid; ranking_top_k: gallery images each.
+      ranking_queries: queries shown in the ranking grid, spread evenly over the query set;
+        ranking_worst: the queries of lowest AP shown in a second grid (0: none);
+        ranking_top_k: gallery images each.
       dtype: compute dtype of the ResNet and text tower while embedding, whatever the model was
         trained in: "float32" (as the original, which evaluates without autocast) or "bfloat16"
         (faster on accelerators, ~1e-2 relative error in the embeddings). Scores are fp32.
@@ -131,6 +133,7 @@ class EvalSettings:
     max_rank: int = 20
     recipe: str = RECIPES[0]
     ranking_queries: int = 8
+    ranking_worst: int = 8
     ranking_top_k: int = 10
 
     def __post_init__(self):
@@ -154,6 +157,9 @@ class EvalSettings:
         for name in ("batch_size", "max_rank", "ranking_queries", "ranking_top_k"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"eval.{name} must be positive, got {getattr(self, name)}")
+        if int(self.ranking_worst) < 0:
+            raise ValueError(f"eval.ranking_worst must be >= 0 (0: no grid of the worst queries), "
+                             f"got {self.ranking_worst}")
         if self.trials is not None and not self.trials:
             raise ValueError("eval.trials must name at least one trial (or be None for all)")
 
