@@ -183,6 +183,50 @@ def test_metrics_file_is_cut_back_to_the_resumed_step(tmp_path):
     assert any((tmp_path / "tensorboard").iterdir())
 
 
+def tensorboard_events(logdir: Path) -> list:
+    """Every `Event` proto of the TensorBoard event files under `logdir` (TFRecord framing: a
+    uint64 length, its CRC, the record, its CRC), read with tensorboardX's protobufs."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    events = []
+    for path in sorted(Path(logdir).rglob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            events.append(Event.FromString(data[pos + 12:pos + 12 + length]))
+            pos += 12 + length + 4
+    return events
+
+
+def test_tensorboard_gets_the_config_as_hparams_and_the_cmc_figure(tmp_path):
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+
+    config = load("synthetic.py:stage=tvilfm")
+    log = train_logging.MetricsLog(str(tmp_path))
+    log.hparams(json.loads(config.to_json()), ["epoch/loss", "eval/fusion/R1"])
+    log.write("eval", 8, 1, {"rank1": 50.0})
+    log.cmc(8, {"IR (sysu)": [0.25, 0.5, 1.0], "Fusion (sysu)": [0.5, 0.75, 1.0]}, "SYSU-MM01 all-search")
+    log.close()
+    values = [(e.step, v) for e in tensorboard_events(tmp_path / "tensorboard") for v in e.summary.value]
+    plugin = {v.tag: HParamsPluginData.FromString(v.metadata.plugin_data.content)
+              for _, v in values if v.metadata.plugin_data.plugin_name == "hparams"}
+    assert set(plugin) == {"_hparams_/experiment", "_hparams_/session_start_info"}
+    hparams = plugin["_hparams_/session_start_info"].session_start_info.hparams
+    assert hparams["stage"].string_value == "tvilfm" and hparams["optim.lr_visual"].number_value == config.optim.lr_visual
+    assert hparams["train.evaluate"].bool_value is True
+    assert json.loads(hparams["data.image_size"].string_value) == list(config.data.image_size)
+    assert len(hparams) == len(train_logging.flat_hparams(json.loads(config.to_json())))
+    experiment = plugin["_hparams_/experiment"].experiment
+    assert [m.name.tag for m in experiment.metric_infos] == ["epoch/loss", "eval/fusion/R1"]
+    assert [(step, v.simple_value) for step, v in values if v.tag == "eval/rank1"] == [(8, 50.0)]
+    (step, image), = [(step, v.image) for step, v in values if v.tag == train_logging.CMC_TAG]
+    assert step == 8 and (image.width, image.height) == (600, 450)  # plot_cmc's 6 x 4.5 inches at 100 dpi
+    assert image.encoded_image_string.startswith(b"\x89PNG")
+
+
 def test_averages_survive_a_round_trip_through_json():
     a = train_logging.Averages()
     a.add({"loss": 1.0, "acc": 0.5})

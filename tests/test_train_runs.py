@@ -35,6 +35,8 @@ import pytest
 from tfds_builders.prepare import build_synthetic
 from tvilfm_jax import artifacts
 
+from test_train_config import tensorboard_events
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -375,3 +377,8 @@ def test_training_runs_the_evaluator_and_keeps_the_best_model(second_wave):
     config, best = load_model(workdir / "models" / "best")
     assert config.backup
     assert_trees_close(best, saved_state(workdir, best_step), 0, 0, "best export vs its checkpoint")
+    # TensorBoard: the config as hparams once, the CMC figure at each evaluation.
+    values = [(e.step, v) for e in tensorboard_events(workdir / "tensorboard") for v in e.summary.value]
+    assert [v.tag for _, v in values if v.tag.startswith("_hparams_/")] == [
+        "_hparams_/experiment", "_hparams_/session_start_info"]
+    assert [step for step, v in values if v.tag == "eval/cmc" and v.image.width > 0] == [8, 12]

@@ -1,4 +1,5 @@
-"""Figures for evaluation reports: CMC curves and ranking grids, written as PNG files.
+"""Figures for evaluation reports: CMC curves and ranking grids, written as PNG files (or as
+pixels, for TensorBoard).
 
 Matplotlib is driven through `Figure` + the Agg canvas directly (no pyplot), so nothing here
 touches global backend state or needs a display.
@@ -37,6 +38,11 @@ def plot_cmc(
     Returns:
       the path written, as a string.
     """
+    return _save(cmc_figure(curves, title=title, max_rank=max_rank), path)
+
+
+def cmc_figure(curves: Mapping[str, Any], *, title: str = "CMC", max_rank: int | None = None) -> Figure:
+    """The figure `plot_cmc` writes (same arguments), e.g. for `figure_pixels`."""
     if not curves:
         raise ValueError("plot_cmc needs at least one curve")
     arrays = {}
@@ -70,7 +76,14 @@ def plot_cmc(
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
+
+
+def figure_pixels(fig: Figure) -> np.ndarray:
+    """uint8 [H, W, 3]: the figure rendered by its Agg canvas (as its PNG would show it)."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def ranking_grid(

@@ -88,6 +88,18 @@ class EvalRun:
         return next(m for m in ("mer", "fusion", "text", "ir") if m in scored)
 
 
+class EvalMetrics(dict):
+    """`EvalRun.flat()` metrics (what the trainer logs and selects the best model by), with the
+    primary condition's mean CMC curves riding along for the trainer's TensorBoard figure:
+    `curves` {legend name: CMC [R] fractions} (`report.cmc_curves`) and `title`."""
+
+    def __init__(self, run: EvalRun, split: int | None):
+        super().__init__(run.flat())
+        key, by_modality = next(iter(run.results.items()))
+        self.curves = report_lib.cmc_curves(by_modality)
+        self.title = report_lib.cmc_title(key, split)
+
+
 def with_dtype(model: TVILFM, dtype: str) -> TVILFM:
     """The same model computing in `dtype` (its variables do not depend on the dtype)."""
     return model if model.config.dtype == dtype else TVILFM(dataclasses.replace(model.config, dtype=dtype))
@@ -104,8 +116,9 @@ class Evaluator:
       sharding: optional sharding of the batch axis for feature extraction.
       progress: show progress bars.
 
-    Calling it with variables (or a train state) returns `EvalRun.flat()` metrics, which is the
-    `evaluate_fn` the trainer calls; `run` returns the full results.
+    Calling it with variables (or a train state) returns `EvalRun.flat()` metrics as `EvalMetrics`
+    (with the CMC curves), which is the `evaluate_fn` the trainer calls; `run` returns the full
+    results.
     """
 
     def __init__(self, test: TestSet, model: TVILFM, settings: EvalSettings, *,
@@ -124,8 +137,8 @@ class Evaluator:
                                          ranking=ranking)
         return EvalRun(results, samples)
 
-    def __call__(self, state_or_variables: Any) -> dict[str, float]:
-        return self.run(state_or_variables).flat()
+    def __call__(self, state_or_variables: Any) -> EvalMetrics:
+        return EvalMetrics(self.run(state_or_variables), self.test.split)
 
 
 def make_evaluate_fn(config: Any, model: TVILFM, *, test: TestSet | None = None,

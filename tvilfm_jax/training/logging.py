@@ -1,4 +1,4 @@
-"""What a run reports: a console progress bar, workdir/metrics.jsonl, TensorBoard scalars (workdir/tensorboard).
+"""What a run reports: a console progress bar, workdir/metrics.jsonl, TensorBoard (workdir/tensorboard).
 
 Only process 0 reports (`enabled=False` elsewhere). Records of metrics.jsonl, one JSON object
 per line, each with "kind", "step" (optimizer steps done) and "epoch" (0-based):
@@ -8,6 +8,11 @@ per line, each with "kind", "step" (optimizer steps done) and "epoch" (0-based):
   kind "eval"   whatever the evaluation hook returned
 On resume the file is cut back to the restored step, so it reads as one uninterrupted run;
 TensorBoard drops the events after that step the same way (`purge_step`).
+
+TensorBoard gets the same scalars under "<kind>/<name>", the experiment config as hparams
+(dotted keys, `hparams`; written at the start of every attempt, so a resumed run with an allowed
+config change shows the new values) and, at each evaluation that provides curves, the CMC figure
+as the image "eval/cmc".
 """
 
 from __future__ import annotations
@@ -15,14 +20,18 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 from absl import logging
 from tqdm import tqdm
 
+from tvilfm_jax import viz
 from tvilfm_jax.run_layout import METRICS_FILE, TENSORBOARD_DIR
+
+#: The TensorBoard image tag of the evaluation's CMC figure.
+CMC_TAG = "eval/cmc"
 
 
 def say(message: str) -> None:
@@ -70,6 +79,19 @@ def truncate_metrics(path: str, last_step: int) -> None:
     os.replace(tmp, path)
 
 
+def flat_hparams(tree: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
+    """A JSON-decoded config as TensorBoard hparams: {"optim.lr_visual": 1e-3, ...}; numbers,
+    booleans and strings kept, anything else (None, lists) as its JSON text."""
+    out: dict[str, bool | int | float | str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flat_hparams(value, f"{name}."))
+        else:
+            out[name] = value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+    return out
+
+
 def read_metrics(path: str) -> list[dict]:
     """All records of a metrics.jsonl file."""
     with open(path) as f:
@@ -114,6 +136,29 @@ class MetricsLog:
             for k, v in values.items():
                 self._tb.add_scalar(f"{kind}/{k}", float(v), int(step))
             self._tb.flush()
+
+    def hparams(self, config: Mapping[str, Any], metrics: Sequence[str]) -> None:
+        """Writes `config` (a JSON-decoded experiment config) as the run's hparams, with the
+        scalar tags (e.g. "eval/rank1") the hparams dashboard shows next to them."""
+        if self._tb is None:
+            return
+        from tensorboardX.summary import hparams
+
+        # The experiment and session-start summaries only: the session is not over yet.
+        experiment, session_start, _ = hparams(flat_hparams(config), {tag: 0.0 for tag in metrics})
+        # Into this run's own event file: add_hparams would open a second run folder for them.
+        writer = self._tb._get_file_writer()
+        writer.add_summary(experiment)
+        writer.add_summary(session_start)
+        self._tb.flush()
+
+    def cmc(self, step: int, curves: Mapping[str, Any], title: str) -> None:
+        """The CMC figure of `viz.cmc_figure(curves, title=title)` as the image CMC_TAG at `step`."""
+        if self._tb is None:
+            return
+        self._tb.add_image(CMC_TAG, viz.figure_pixels(viz.cmc_figure(curves, title=title)), int(step),
+                           dataformats="HWC")
+        self._tb.flush()
 
     def close(self) -> None:
         if not self.enabled:

@@ -53,6 +53,8 @@ from tvilfm_jax.training.step import MAIN_GROUP, make_train_step
 # Images through the visual encoder per row of the global batch: RGB view 1, RGB view 2, IR.
 IMAGES_PER_ROW = 3
 
+# state -> {metric: value}; a result that also has `curves` ({name: CMC [R] fractions}) and
+# `title` attributes (`eval.runner.EvalMetrics`) gets its CMC figure in TensorBoard.
 EvaluateFn = Callable[[TrainState], Mapping[str, float]]
 
 
@@ -369,8 +371,12 @@ def _end_of_epoch_eval(exp: Experiment, workdir: str, evaluate_fn: EvaluateFn, s
     when it holds `config.train.best_metric` >= the best so far, exports models/best; returns
     the best so far ({"step", "epoch", "metric", "value"}, None before any)."""
     metric = exp.config.train.best_metric
-    results = {k: float(v) for k, v in evaluate_fn(state).items()}
+    raw = evaluate_fn(state)
+    results = {k: float(v) for k, v in raw.items()}
     log.write("eval", done, epoch, results)
+    curves = getattr(raw, "curves", None)  # see `EvaluateFn`
+    if curves:
+        log.cmc(done, curves, getattr(raw, "title", "CMC"))
     say(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(results.items())))
     value = results.get(metric)
     if value is None:
@@ -433,6 +439,8 @@ def _train(exp: Experiment, workdir: str, initial: dict | None, change: dict | N
     step_fn = _train_step(exp)
 
     log = MetricsLog(workdir, resume_step=start, enabled=process0)
+    log.hparams(json.loads(cfg.to_json()),
+                ["epoch/loss"] + ([f"eval/{cfg.train.best_metric}"] if evaluate_fn is not None else []))
     end = total if stop_after is None else min(total, stop_after)
     progress = Progress(total, start, enabled=process0, desc=f"{cfg.stage} {cfg.data.name}")
     pipe = MetricsPipe(ckpts, progress, spe, meta)
