@@ -5,7 +5,8 @@ Each checkpoint step (the last `keep` of them; see `run_layout` for the whole wo
   data   (the grain iterator state, one file per process),
   meta   (JSON: epoch, loop accumulators, best metric so far, input layout, the state's checksum).
 Steps found damaged on resume are set aside in workdir/checkpoints_damaged/. The models a run
-exports (models/last, models/best) are model artifacts, written by `tvilfm_jax.artifacts`.
+exports (models/last, models/best) are model artifacts, written by `tvilfm_jax.artifacts`;
+`load_step_model` reads the model of any kept step instead (`evaluate --step N`).
 
 Every process calls every save and restore here (orbax coordinates them, the primary host
 writes the replicated arrays); the workdir must be on a file system all hosts share.
@@ -25,10 +26,12 @@ from typing import Any
 import grain
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from tvilfm_jax import run_layout
+from tvilfm_jax import artifacts, run_layout
+from tvilfm_jax.models.tvilfm import ModelConfig, init_variables
 from tvilfm_jax.training import mesh as mesh_lib
 from tvilfm_jax.training.state import TrainState
 
@@ -187,6 +190,21 @@ class TrainCheckpoints:
         raise DamagedCheckpointError(f"no intact checkpoint to resume from: {'; '.join(p for _, p in damaged)}; "
                                      f"move {self.directory} away to start the run afresh")
 
+    def steps(self) -> list[int]:
+        """The kept steps, oldest first."""
+        return sorted(self.latest.all_steps())
+
+    def restore_variables(self, step: int) -> dict:
+        """{"params", "batch_stats"} of checkpoint `step` as host numpy arrays, verified as `restore`
+        verifies a step (DamagedCheckpointError naming the file), whatever device count wrote it."""
+        meta = self._verify(step)
+        here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        stored = ocp.StandardCheckpointer().metadata(os.path.join(self._step_dir(step), "state")).item_metadata.tree
+        abstract = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=here), stored)
+        state = self._restore_item(step, "state", ocp.args.StandardRestore(abstract))
+        self._check_sum(step, state, meta)
+        return {k: jax.tree_util.tree_map(np.asarray, state[k]) for k in ("params", "batch_stats")}
+
     def restore_input(self, step: int, iterator: grain.DatasetIterator) -> None:
         """Sets `iterator` to its state in checkpoint `step` (verified by `restore`)."""
         self._restore_item(step, "data", grain.checkpoint.CheckpointRestore(iterator))
@@ -240,3 +258,40 @@ class TrainCheckpoints:
             self.latest.close()
         except Exception as err:  # already raised by wait/check, or the run is failing anyway
             logging.error("closing the checkpoints in %s: %s", self.directory, _root_cause(err))
+
+
+def load_step_model(workdir: str | os.PathLike, step: int) -> tuple[ModelConfig, dict, str]:
+    """(model config, variables, description) of the train state kept at `step` in
+    workdir/checkpoints: the model config training built (workdir/run.json), the variables
+    {"params", "batch_stats"} as host numpy, checked against it, and the step's path.
+
+    ValueError (one line) for a workdir without checkpoints, in the old layout, without run.json,
+    or not keeping `step` (naming the kept steps).
+    """
+    workdir = os.path.abspath(os.fspath(workdir))
+    old = run_layout.old_layout_problem(workdir)
+    if old:
+        raise ValueError(old)
+    directory = run_layout.path(workdir, run_layout.CHECKPOINTS_DIR)
+    if not os.path.isdir(directory):
+        raise ValueError(f"training run {workdir} keeps no train-state checkpoints ({directory} does not exist)")
+    ckpts = TrainCheckpoints(workdir, use_async=False)
+    try:
+        kept = ckpts.steps()
+        if step not in kept:
+            raise ValueError(f"training run {workdir} keeps no checkpoint at step {step}; kept steps: "
+                             f"{', '.join(map(str, kept)) or 'none'}")
+        run_file = run_layout.path(workdir, run_layout.RUN_FILE)
+        try:
+            with open(run_file) as f:
+                model = json.load(f)["model"]
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"{run_file} does not hold the run's model config ({type(err).__name__}: {err})") from err
+        config = ModelConfig.from_dict(model, source=f"{run_file} 'model'")
+        variables = ckpts.restore_variables(step)
+    finally:
+        ckpts.close()
+    described = os.path.join(directory, str(step))
+    expected = jax.eval_shape(lambda: init_variables(config, jax.random.key(0)))
+    artifacts.check_tree(artifacts.tree_shapes(variables), artifacts.tree_shapes(expected), described)
+    return config, variables, described
