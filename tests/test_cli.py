@@ -50,6 +50,9 @@ def test_help_shows_every_default(program):
     ("tvilfm_jax.evaluate", ["--checkpoint={tmp}"],
      "error: --config is required (e.g. --config configs/sysu.py:stage=tvilfm)"),
     ("tvilfm_jax.evaluate", ["--config={sysu}", "{tmp}"], "error: unexpected arguments ['{tmp}']"),
+    ("tvilfm_jax.evaluate", ["--config={sysu}", "--workdir={tmp}", "--step=4", "--which=last"],
+     "error: --step N evaluates the checkpoint <workdir>/checkpoints/N of a training run: pass it with --workdir, "
+     "and without --checkpoint or --which"),
     ("tvilfm_jax.train", ["--workdir={tmp}", "--num_processes=two"],
      "error: flag --num_processes=two: invalid literal for int() with base 10: 'two'"),
     ("tvilfm_jax.convert", ["--kind=onnx", "--input=x.pth", "--num_classes=3", "--output={tmp}/out"],

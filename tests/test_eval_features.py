@@ -205,6 +205,9 @@ def test_evaluator_equals_a_direct_computation(model_and_variables, llcm):
         assert np.all(np.diff(sample.scores, axis=1) <= 0)
         expected = llcm.gallery.pids[sample.gallery_index] == llcm.query.pids[sample.query_index][:, None]
         np.testing.assert_array_equal(sample.matches, expected)
+        # The grid shows what MER's metric (eval_llcm) ranks: no same-pid image of the query's camera.
+        same_cam = llcm.gallery.cams[sample.gallery_index] == llcm.query.cams[sample.query_index][:, None]
+        assert not np.any(expected & same_cam) and np.all(np.isfinite(sample.scores))
     assigned = texts.query_texts(llcm, "non_gallery", mode="all", trial=0, seed=0)
     q = query_embeddings(variables, q_img, jnp.asarray(tokenize(list(assigned.rgb))),
                          jnp.asarray(tokenize(list(assigned.ir))))

@@ -6,9 +6,9 @@
       config_changes.jsonl       one JSON line per resume that was allowed to change the config
       train.lock, train.lock.<i> the advisory lock process 0 (process i) holds while it trains
       metrics.jsonl              train / epoch / eval records (`training/logging.py`)
-      tensorboard/               the same scalars for TensorBoard
+      tensorboard/               the same scalars for TensorBoard, the config as hparams, CMC figures
       checkpoints/<step>/        resumable train state: the last `train.keep_checkpoints` steps
-                                 (`training/checkpointing.py`)
+                                 (`training/checkpointing.py`; `evaluate --step <step>` scores one)
       checkpoints_damaged/<step>/  checkpoints found damaged on resume, set aside
       models/last/               model artifact (`artifacts.py`: model.json + variables/) written at
                                  the end of training: what a stage-2 run (`init.checkpoint`) or an

@@ -283,6 +283,15 @@ def format_row(name: str, result: Mapping[str, Any], ranks: Sequence[int] = (1, 
     return f"{name:<10s}" + "  ".join(cols)
 
 
+def kept(q_pids: Any, g_pids: Any, q_cams: Any, g_cams: Any, protocol: str) -> np.ndarray:
+    """bool [Q, G]: the gallery images each query is ranked among under `protocol` (the removal
+    rules of the module docstring; cameras are ignored for "regdb")."""
+    same_pid = np.asarray(q_pids)[:, None] == np.asarray(g_pids)[None, :]
+    if protocol == "regdb":
+        return np.ones_like(same_pid)
+    return np.asarray(_kept(protocol, np.asarray(q_cams)[:, None], np.asarray(g_cams)[None, :], same_pid))
+
+
 @functools.partial(jax.jit, static_argnames=("size",))
 def _rows(sim: jax.Array, start: int, size: int) -> jax.Array:
     return jax.lax.dynamic_slice_in_dim(sim, start, size, axis=0)

@@ -313,9 +313,12 @@ def _ranking_samples(condition: Condition, trial: int, sims: Mapping[str, jax.Ar
 def _ranking_sample(condition: Condition, modality: str, trial: int, selection: str, chosen: np.ndarray,
                     sim: np.ndarray, ap: np.ndarray, idx: np.ndarray, test: TestSet,
                     assigned: texts.QueryTexts | None, settings: EvalSettings) -> RankingSample:
-    """Top-k of the `chosen` queries [n] from one trial's scores sim [Q, G] and AP [Q]."""
-    sim = sim[chosen]
-    k = min(settings.ranking_top_k, sim.shape[1])
+    """Top-k of the `chosen` queries [n] from one trial's scores sim [Q, G] and AP [Q], among the
+    gallery images the metric ranks them against (e.g. not cam 2 for a SYSU cam-3 query)."""
+    keep = metrics.kept(test.query.pids[chosen], test.gallery.pids[idx], test.query.cams[chosen],
+                        test.gallery.cams[idx], condition.protocol.metric_for(modality, settings.recipe))
+    sim = np.where(keep, sim[chosen], -np.inf)
+    k = min(settings.ranking_top_k, int(keep.sum(axis=1).min()))
     order = np.argsort(-sim, axis=1, kind="stable")[:, :k]
     gallery_index = idx[order]
     matches = test.gallery.pids[gallery_index] == test.query.pids[chosen][:, None]
