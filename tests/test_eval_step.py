@@ -1,7 +1,8 @@
 """`python -m tvilfm_jax.evaluate --workdir W --step N`: the model of a kept train-state checkpoint.
 
-One tiny stage-1 run (1 epoch of 4 steps on `synthetic/sysu_tiny`, checkpoints at steps 2 and 4),
-trained once in this process; the evaluate CLI runs as a user starts it (a subprocess).
+One tiny stage-1 run (1 epoch of 4 steps on `synthetic/sysu_tiny`, checkpoints at steps 2 and 4,
+the trainer's evaluation after the epoch), trained once in this process; the evaluate CLI runs as
+a user starts it (a subprocess). The run's TensorBoard events are checked here too.
 """
 
 import json
@@ -18,18 +19,22 @@ from tvilfm_jax.training.checkpointing import load_step_model
 
 from test_faults_runs import SYNTHETIC, cli, one_line_error, tiny_flags
 from test_train_config import load as load_config
+from test_train_config import tensorboard_events
 
 pytestmark = pytest.mark.slow  # the fixture trains (~70 s on a shared 2-core CPU)
 
-STEPS = "--config.train.checkpoint_every_steps=2"  # + the epoch end: steps 2 and 4
+# Checkpoints at step 2 and the epoch end (4); the trainer's evaluation after epoch 1.
+STEPS = ["--config.train.checkpoint_every_steps=2", "--config.train.eval_start_epoch=1",
+         "--config.train.eval_every_epochs=1"]
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, sysu_tiny):
     """(workdir, evaluate CLI flags) of a finished stage-1 run keeping checkpoints 2 and 4."""
-    overrides = [*tiny_flags(sysu_tiny), STEPS]
+    overrides = [*tiny_flags(sysu_tiny), *STEPS]
     workdir = tmp_path_factory.mktemp("eval_step") / "run"
-    loop.run(load_config(f"{SYNTHETIC}:stage=base", *overrides), str(workdir))
+    loop.run(load_config(f"{SYNTHETIC}:stage=base", *overrides), str(workdir),
+             make_evaluate=lambda exp: runner.make_evaluate_fn(exp.config, exp.model))
     return workdir, [f"--config={SYNTHETIC}:stage=base", *overrides, "--config.eval.batch_size=16", "--noprogress"]
 
 
@@ -50,7 +55,7 @@ def test_a_kept_step_loads_the_model_training_exported(finished):
     with pytest.raises(ValueError, match=r"keeps no checkpoint at step 3; kept steps: 2, 4$"):
         load_step_model(workdir, 3)
     with pytest.raises(ValueError, match="keeps no train-state checkpoints"):
-        load_step_model(workdir / "models", 4)
+        load_step_model(workdir / "tensorboard", 4)
     # The export loader is untouched by --step: the same variables.
     _, via_runner, _ = runner.load_model(workdir=workdir, which="last")
     assert all(np.array_equal(a, b) for a, b in zip(_leaves(via_runner), last, strict=True))
@@ -78,3 +83,21 @@ def test_cli_step_evaluates_as_the_last_export_and_refuses_bad_flags(finished, t
     assert one_line_error(cli("tvilfm_jax.evaluate", *flags, "--step=4")) == usage
     assert one_line_error(cli("tvilfm_jax.evaluate", *flags, f"--workdir={workdir}", "--step=4",
                               f"--checkpoint={workdir / 'models' / 'last'}")) == usage
+
+
+def test_the_run_logs_its_config_as_hparams_and_the_cmc_figure_of_each_evaluation(finished):
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+
+    workdir, _ = finished
+    values = [(e.step, v) for e in tensorboard_events(workdir / "tensorboard") for v in e.summary.value]
+    (start,) = [v for _, v in values if v.tag == "_hparams_/session_start_info"]
+    hparams = HParamsPluginData.FromString(start.metadata.plugin_data.content).session_start_info.hparams
+    stored = json.loads((workdir / "config.json").read_text())
+    assert hparams["train.checkpoint_every_steps"].number_value == stored["train"]["checkpoint_every_steps"] == 2
+    assert hparams["data.name"].string_value == stored["data"]["name"]
+    (experiment,) = [v for _, v in values if v.tag == "_hparams_/experiment"]
+    tags = HParamsPluginData.FromString(experiment.metadata.plugin_data.content).experiment.metric_infos
+    assert [m.name.tag for m in tags] == ["epoch/loss", f"eval/{stored['train']['best_metric']}"]
+    assert [step for step, v in values if v.tag == "eval/rank1"] == [4]
+    (step, image), = [(step, v.image) for step, v in values if v.tag == "eval/cmc"]
+    assert step == 4 and image.encoded_image_string.startswith(b"\x89PNG") and image.width > 100
