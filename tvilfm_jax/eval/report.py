@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tvilfm_jax import viz
-from tvilfm_jax.eval.scoring import Condition, ModalityResult, RankingSample
+from tvilfm_jax.eval.scoring import SELECTIONS, Condition, ModalityResult, RankingSample
 from tvilfm_jax.eval.settings import MODALITY_NAMES, PROTOCOL_NOTES, PROTOCOLS, EvalSettings
 from tvilfm_jax.eval.testset import TestSet
 from tvilfm_jax.eval.texts import DESCRIPTIONS
@@ -197,8 +197,8 @@ def cmc_title(key: str, split: int | None) -> str:
             f"text: {condition.text_source}, TTA: {'flip' if condition.flip else 'none'}")
 
 
-#: Ranking grid file name prefix per `scoring.SELECTIONS` entry.
-RANKING_PREFIXES = {"spread": "ranking", "worst": "ranking_worst"}
+#: Ranking grid file name prefix per `scoring.SELECTIONS` entry ("spread", "worst").
+RANKING_PREFIXES = dict(zip(SELECTIONS, ("ranking", "ranking_worst"), strict=True))
 
 
 def write_report(output: str | os.PathLike, report: Mapping[str, Any], test: TestSet,

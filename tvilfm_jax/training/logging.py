@@ -10,9 +10,9 @@ On resume the file is cut back to the restored step, so it reads as one uninterr
 TensorBoard drops the events after that step the same way (`purge_step`).
 
 TensorBoard gets the same scalars under "<kind>/<name>", the experiment config as hparams
-(dotted keys, `hparams`; written at the start of every attempt, so a resumed run with an allowed
-config change shows the new values) and, at each evaluation that provides curves, the CMC figure
-as the image "eval/cmc".
+(dotted keys, `hparams`; written at the start of every attempt, so a resumed run writes them
+again, with any allowed config change) and, at each evaluation that provides curves, the CMC
+figure as the image "eval/cmc".
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import jax
 from absl import logging
 from tqdm import tqdm
 
-from tvilfm_jax import viz
 from tvilfm_jax.run_layout import METRICS_FILE, TENSORBOARD_DIR
 
 #: The TensorBoard image tag of the evaluation's CMC figure.
@@ -156,6 +155,8 @@ class MetricsLog:
         """The CMC figure of `viz.cmc_figure(curves, title=title)` as the image CMC_TAG at `step`."""
         if self._tb is None:
             return
+        from tvilfm_jax import viz  # matplotlib: imported by the first figure, not by every run
+
         self._tb.add_image(CMC_TAG, viz.figure_pixels(viz.cmc_figure(curves, title=title)), int(step),
                            dataformats="HWC")
         self._tb.flush()
