@@ -215,7 +215,8 @@ def test_tensorboard_gets_the_config_as_hparams_and_the_cmc_figure(tmp_path):
               for _, v in values if v.metadata.plugin_data.plugin_name == "hparams"}
     assert set(plugin) == {"_hparams_/experiment", "_hparams_/session_start_info"}
     hparams = plugin["_hparams_/session_start_info"].session_start_info.hparams
-    assert hparams["stage"].string_value == "tvilfm" and hparams["optim.lr_visual"].number_value == config.optim.lr_visual
+    assert hparams["stage"].string_value == "tvilfm"
+    assert hparams["optim.lr_visual"].number_value == config.optim.lr_visual
     assert hparams["train.evaluate"].bool_value is True
     assert json.loads(hparams["data.image_size"].string_value) == list(config.data.image_size)
     assert len(hparams) == len(train_logging.flat_hparams(json.loads(config.to_json())))
