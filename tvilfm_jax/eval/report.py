@@ -38,6 +38,24 @@ RECIPE_NOTES = {
 }
 
 
+RERANK_NOTE = ("k-reciprocal re-ranking (Zhong et al., CVPR 2017) of every score matrix, over the union of its "
+               "queries and gallery; MER re-ranked on the unit sum of its three query embeddings "
+               "(tvilfm_jax/eval/scoring.py)")
+
+
+def rerank_info(settings: EvalSettings) -> dict[str, Any] | None:
+    """The report's account of re-ranking: None when the scores are plain cosines."""
+    if not settings.rerank:
+        return None
+    return {"k1": settings.rerank_k1, "k2": settings.rerank_k2, "lambda": settings.rerank_lambda,
+            "note": RERANK_NOTE}
+
+
+def rerank_label(info: Mapping[str, Any] | None) -> str:
+    """One phrase naming the ranking ("" without re-ranking)."""
+    return "" if info is None else f"re-ranked: k1={info['k1']}, k2={info['k2']}, lambda={info['lambda']}"
+
+
 def modality_notes(fusion: str = "sff", backup: bool = False) -> dict[str, str]:
     """What each query modality is for a model with this fusion and backups."""
     fused = "L2(BN(f_IR + T(text) - T(own IR caption)))" if fusion == "sff" else "L2(BN(f_IR + T(text)))"
@@ -103,6 +121,7 @@ def build_report(test: TestSet, settings: EvalSettings, results: Mapping[str, Ma
         "settings": _jsonable(dataclasses.asdict(settings)),
         "units": "percent",
         "numerics": {"embedding_dtype": settings.dtype, "scores": SCORES_NUMERICS},
+        "rerank": rerank_info(settings),
         "protocols": {name: {"title": PROTOCOLS[name].title, "note": PROTOCOL_NOTES[name]}
                       for name in dict.fromkeys(c["protocol"] for c in conditions)},
         "text_sources": {s: DESCRIPTIONS[s] for s in settings.text_sources},
@@ -139,12 +158,15 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines.append(f"- caption seed {s['seed']}; image size {tuple(s['image_size'])}; embeddings in "
                  f"{report['numerics']['embedding_dtype']} (eval.dtype), scores in {report['numerics']['scores']}; "
                  "numbers in percent")
+    reranked = rerank_label(report.get("rerank"))
+    if reranked:
+        lines.append(f"- {reranked} (eval.rerank): {report['rerank']['note']}")
     lines += ["", "Protocols:"] + [f"- {p['title']} (`{k}`): {p['note']}" for k, p in report["protocols"].items()]
     lines += ["", "Text sources:"] + [f"- `{k}`: {v}" for k, v in report["text_sources"].items()]
     lines += ["", "Query modalities:"] + [f"- {MODALITY_NAMES[k]}: {v}" for k, v in report["modalities"].items()]
     lines += ["", "Metrics:"] + [f"- `{k}`: {v}" for k, v in report["metrics"].items()]
 
-    lines += ["", "## Mean over trials", ""]
+    lines += ["", "## Mean over trials" + (f" ({reranked})" if reranked else ""), ""]
     header = ["protocol", "text", "TTA", "query", "metric", "trials", *ranks, "mAP", "mINP"]
     lines += [_row(header), _row(["---"] * len(header))]
     for c in report["conditions"]:
