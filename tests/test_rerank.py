@@ -10,7 +10,7 @@ import pytest
 
 from tvilfm_jax.configs import synthetic
 from tvilfm_jax.data.synthetic import write_tree
-from tvilfm_jax.eval import metrics, rerank
+from tvilfm_jax.eval import metrics, rerank, scoring
 from tvilfm_jax.eval.runner import Evaluator
 from tvilfm_jax.eval.settings import EvalSettings, settings_from_config
 from tvilfm_jax.eval.testset import from_layout
@@ -126,42 +126,29 @@ CONFIG = ModelConfig(num_classes=2, resnet_blocks=(1, 1, 1, 1), resnet_width=4,
                      text=TextConfig(width=32, layers=1, heads=2, embed_dim=128), backup=True)
 
 
-def _direct(model, variables, test, trial, source_texts):
-    """Query / gallery embeddings of one LLCM trial, straight from the model's methods."""
-    from tvilfm_jax.data.images import resize
-    from tvilfm_jax.data.tokenizer import tokenize
-    from tvilfm_jax.data.transforms import normalize
-
-    def images(table):
-        return jnp.asarray(np.stack([normalize(resize(table.images[i], HW)) for i in range(len(table))]))
-
-    def method(name):
-        return jax.jit(lambda v, *args: model.apply(v, *args, method=name))
-
-    q = method("query_embeddings")(variables, images(test.query), jnp.asarray(tokenize(list(source_texts.rgb))),
-                                   jnp.asarray(tokenize(list(source_texts.ir))))
-    g_all = method("gallery_embeddings")(variables, images(test.gallery))
-    idx = test.gallery_indices("all", trial)
-    return {k: np.asarray(v) for k, v in q.items()}, {k: np.asarray(v)[idx] for k, v in g_all.items()}, idx
-
-
 def test_evaluation_with_rerank_through_the_scoring_path(tmp_path):
     """Every modality of both LLCM directions, re-ranked by the evaluator, equals the NumPy
-    reference applied to the model's own embeddings; with the option off, the plain scores."""
-    from tvilfm_jax.eval import texts
-
+    reference applied to the evaluator's embeddings (MER: their unit sum); with the option off,
+    the plain cosine scores (MER: the sum of three)."""
     root = tmp_path / "llcm"
     write_tree(root, "llcm", seed=2, num_train_ids=2, num_test_ids=4, images_per_cam=1, image_size=(48, 24))
     test = from_layout(root, "llcm", synthetic=True)
-    model = TVILFM(CONFIG)
     variables = jax.jit(lambda key: add_backup(init_variables(CONFIG, key, HW)))(jax.random.key(0))
-    base = EvalSettings(flip=(False,), trials=(1,), image_size=HW, batch_size=16, recipe="clean")
+    plain_settings = EvalSettings(flip=(False,), trials=(1,), image_size=HW, batch_size=16, recipe="clean")
     k1, k2, lam = 6, 3, 0.3
-    plain = Evaluator(test, model, base, progress=False).run(variables).results
-    reranked = Evaluator(test, model, base.replace(rerank=True, rerank_k1=k1, rerank_k2=k2, rerank_lambda=lam),
-                         progress=False).run(variables).results
+    rerank_settings = plain_settings.replace(rerank=True, rerank_k1=k1, rerank_k2=k2, rerank_lambda=lam)
+    evaluator = Evaluator(test, TVILFM(CONFIG), plain_settings, progress=False)
+    feats = scoring.extract(evaluator.extractor, variables, test, plain_settings, evaluator.texts)
+    plain, _ = scoring.score(evaluator.extractor, variables, test, plain_settings, evaluator.texts, feats)
+    reranked, _ = scoring.score(evaluator.extractor, variables, test, rerank_settings, evaluator.texts, feats)
 
-    q, g, idx = _direct(model, variables, test, 1, texts.query_texts(test, "paper", mode="all", trial=1, seed=0))
+    key, _ = evaluator.texts.lookup("paper", "all", 1)
+    rgb_rows, ir_rows = evaluator.texts.rows[key]
+    q = evaluator.extractor.query_embeddings(variables, feats.query.with_tta(False), feats.captions[rgb_rows],
+                                             feats.captions[ir_rows])
+    g = evaluator.extractor.gallery_embeddings(variables, feats.gallery.with_tta(False))
+    idx = test.gallery_indices("all", 1)
+    q, g = {k: np.asarray(v) for k, v in q.items()}, {k: np.asarray(v)[idx] for k, v in g.items()}
     ir = (test.query.pids, test.query.cams)
     rgb = (test.gallery.pids[idx], test.gallery.cams[idx])
     mer = q["fusion"] + q["ir_current"] + q["text"]

@@ -170,31 +170,33 @@ _unit_sum3 = jax.jit(lambda a, b, c: (a + b + c) / jnp.linalg.norm(a + b + c, ax
 
 def _scored_pairs(protocol: Protocol, modalities: Sequence[str], recipe: str, g: Mapping[str, jax.Array],
                   q: Mapping[str, jax.Array]) -> dict[str, tuple[jax.Array, jax.Array]]:
-    """(query-side rows [Q', D], gallery-side rows [G', D]) behind each modality's score matrix,
-    in the protocol's roles (module docstring); MER's query side is the unit sum of its three
-    query embeddings, whose cosines rank each row as the MER score does (used by re-ranking)."""
+    """(query-side rows [Q', D], gallery-side rows [G', D]) behind the score matrix of each
+    modality but MER, in the protocol's roles (module docstring)."""
     if protocol.ir_to_rgb:
-        pairs = {m: (q["ir"], g["ir"]) if m == "ir" else (q[m], g["current"]) for m in modalities if m != "mer"}
-        if "mer" in modalities:
-            pairs["mer"] = (_unit_sum3(q["fusion"], q["ir_current"], q["text"]), g["current"])
-        return pairs
+        return {m: (q["ir"], g["ir"]) if m == "ir" else (q[m], g["current"]) for m in modalities if m != "mer"}
     rgb_ir = g["current"] if recipe == "paper" else g["ir"]
     return {m: (rgb_ir, q["ir"]) if m == "ir" else (g["current"], q[m]) for m in modalities}
 
 
-def _score_trial(protocol: Protocol, modalities: Sequence[str], settings: EvalSettings, g: Mapping[str, jax.Array],
+def _score_trial(protocol: Protocol, modalities: Sequence[str], recipe: str, g: Mapping[str, jax.Array],
                  q: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    """Score matrices [num queries, num gallery] of one trial (see module docstring), re-ranked
-    when `settings.rerank`."""
-    pairs = _scored_pairs(protocol, modalities, settings.recipe, g, q)
-    if settings.rerank:
-        return {m: rerank.rerank(_matmul_t(a, b), _matmul_t(a, a), _matmul_t(b, b), settings.rerank_k1,
-                                 settings.rerank_k2, settings.rerank_lambda) for m, (a, b) in pairs.items()}
-    out = {m: _matmul_t(a, b) for m, (a, b) in pairs.items() if m != "mer"}
-    if "mer" in pairs:
+    """Score matrices [num queries, num gallery] of one trial (see module docstring)."""
+    out = {m: _matmul_t(a, b) for m, (a, b) in _scored_pairs(protocol, modalities, recipe, g, q).items()}
+    if "mer" in modalities:
         parts = {k: out[k] if k in out else _matmul_t(q[k], g["current"]) for k in ("fusion", "text")}
         out["mer"] = _sum3(parts["fusion"], _matmul_t(q["ir_current"], g["current"]), parts["text"])
     return out
+
+
+def _reranked_trial(protocol: Protocol, modalities: Sequence[str], settings: EvalSettings,
+                    g: Mapping[str, jax.Array], q: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """The k-reciprocal re-ranked scores [num queries, num gallery] of one trial (module
+    docstring; MER on the unit sum of its three query embeddings against the current gallery)."""
+    pairs = _scored_pairs(protocol, modalities, settings.recipe, g, q)
+    if "mer" in modalities:
+        pairs["mer"] = (_unit_sum3(q["fusion"], q["ir_current"], q["text"]), g["current"])
+    return {m: rerank.rerank(_matmul_t(a, b), _matmul_t(a, a), _matmul_t(b, b), settings.rerank_k1,
+                             settings.rerank_k2, settings.rerank_lambda) for m, (a, b) in pairs.items()}
 
 
 def conditions(test: TestSet, settings: EvalSettings) -> tuple[Condition, ...]:
@@ -278,7 +280,11 @@ def score(extractor: FeatureExtractor, variables, test: TestSet, settings: EvalS
         q, assigned = _query_embeddings(extractor, variables, shared, prepared, feats.captions, job)
         idx = test.gallery_indices(protocol.mode, job.trial)
         g = {k: v[idx] for k, v in shared.gallery.items()}
-        sims = _score_trial(protocol, protocol.modalities(settings.modalities), settings, g, q)
+        modalities = protocol.modalities(settings.modalities)
+        if settings.rerank:
+            sims = _reranked_trial(protocol, modalities, settings, g, q)
+        else:
+            sims = _score_trial(protocol, modalities, settings.recipe, g, q)
         for m, sim in sims.items():
             per_trial[job.condition.key][m].append(_evaluate(protocol, m, sim, test, idx, settings))
         if ranking and sample is None and protocol.ir_to_rgb:
