@@ -11,6 +11,7 @@ import pytest
 from tvilfm_jax.configs import synthetic
 from tvilfm_jax.data.synthetic import write_tree
 from tvilfm_jax.eval import metrics, rerank, scoring
+from tvilfm_jax.eval import report as report_lib
 from tvilfm_jax.eval.runner import Evaluator
 from tvilfm_jax.eval.settings import EvalSettings, settings_from_config
 from tvilfm_jax.eval.testset import from_layout
@@ -166,3 +167,9 @@ def test_evaluation_with_rerank_through_the_scoring_path(tmp_path):
             sim = (q["fusion"] @ b.T + q["ir_current"] @ b.T + q["text"] @ b.T) if m == "mer" else a @ b.T
             assert plain[key][m].per_trial[0]["mAP"] == pytest.approx(metrics.evaluate(sim, *args)["mAP"], abs=1e-6)
     assert any(reranked[k][m].mean["mAP"] != plain[k][m].mean["mAP"] for k in plain for m in plain[k])
+    # The report says when (and how) its numbers are re-ranked.
+    for settings, results, info in ((plain_settings, plain, None),
+                                    (rerank_settings, reranked, {"k1": k1, "k2": k2, "lambda": lam})):
+        report = report_lib.build_report(test, settings, results)
+        assert (report["rerank"] and {k: report["rerank"][k] for k in info}) == info
+        assert ("re-ranked: k1=6, k2=3, lambda=0.3" in report_lib.markdown(report)) == (info is not None)
