@@ -113,7 +113,6 @@ def _final_scores(vq: jax.Array, vg: jax.Array, dist_qg: jax.Array, lambda_: jax
     (each query row has at most `support` nonzeros) and the original distances [Q, G]."""
     num_query, n = vq.shape
     pad = -num_query % chunk
-
     vg_t = vg.T  # [N, G]: the gather below reads whole rows
 
     def shared_mass(block):  # [C, N] -> sum_j min(V_qj, V_gj) [C, G], over the query's nonzeros only
