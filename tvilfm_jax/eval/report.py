@@ -2,7 +2,9 @@
 
 Numbers are percentages (the metrics return fractions). Every number is printed next to the
 protocol it belongs to: the benchmark and direction, the text source and the TTA variant
-(see `scoring.Condition.label`), plus the metric variant used for that row.
+(see `scoring.Condition.label`), plus the metric variant used for that row. Re-ranked scores
+(`eval.rerank`) are named in the JSON's "rerank" entry (null when off), in the Markdown header
+and in the title of its mean table, with k1, k2 and lambda.
 """
 
 from __future__ import annotations
