@@ -2,7 +2,9 @@
 
 Numbers are percentages (the metrics return fractions). Every number is printed next to the
 protocol it belongs to: the benchmark and direction, the text source and the TTA variant
-(see `scoring.Condition.label`), plus the metric variant used for that row.
+(see `scoring.Condition.label`), plus the metric variant used for that row. Re-ranked scores
+(`eval.rerank`) are named in the JSON's "rerank" entry (null when off), in the Markdown header
+and in the title of its mean table, with k1, k2 and lambda.
 """
 
 from __future__ import annotations
@@ -36,6 +38,24 @@ RECIPE_NOTES = {
     "clean": "quirks fixed: every LLCM modality scored with eval_llcm; RegDB v->t IR uses the backup necks "
              "on both sides",
 }
+
+
+RERANK_NOTE = ("k-reciprocal re-ranking (Zhong et al., CVPR 2017) of every score matrix, over the union of its "
+               "queries and gallery; MER re-ranked on the unit sum of its three query embeddings "
+               "(tvilfm_jax/eval/scoring.py)")
+
+
+def rerank_info(settings: EvalSettings) -> dict[str, Any] | None:
+    """The report's account of re-ranking: None when the scores are plain cosines."""
+    if not settings.rerank:
+        return None
+    return {"k1": settings.rerank_k1, "k2": settings.rerank_k2, "lambda": settings.rerank_lambda,
+            "note": RERANK_NOTE}
+
+
+def rerank_label(info: Mapping[str, Any] | None) -> str:
+    """One phrase naming the ranking ("" without re-ranking)."""
+    return "" if info is None else f"re-ranked: k1={info['k1']}, k2={info['k2']}, lambda={info['lambda']}"
 
 
 def modality_notes(fusion: str = "sff", backup: bool = False) -> dict[str, str]:
@@ -105,6 +125,7 @@ def build_report(test: TestSet, settings: EvalSettings, results: Mapping[str, Ma
         "settings": _jsonable(dataclasses.asdict(settings)),
         "units": "percent",
         "numerics": {"embedding_dtype": settings.dtype, "scores": SCORES_NUMERICS},
+        "rerank": rerank_info(settings),
         "protocols": {name: {"title": PROTOCOLS[name].title, "note": PROTOCOL_NOTES[name]}
                       for name in dict.fromkeys(c["protocol"] for c in conditions)},
         "text_sources": {s: DESCRIPTIONS[s] for s in settings.text_sources},
@@ -145,12 +166,15 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines.append(f"- caption seed {s['seed']}; image size {tuple(s['image_size'])}; embeddings in "
                  f"{report['numerics']['embedding_dtype']} (eval.dtype), scores in {report['numerics']['scores']}; "
                  "numbers in percent")
+    reranked = rerank_label(report.get("rerank"))
+    if reranked:
+        lines.append(f"- {reranked} (eval.rerank): {report['rerank']['note']}")
     lines += ["", "Protocols:"] + [f"- {p['title']} (`{k}`): {p['note']}" for k, p in report["protocols"].items()]
     lines += ["", "Text sources:"] + [f"- `{k}`: {v}" for k, v in report["text_sources"].items()]
     lines += ["", "Query modalities:"] + [f"- {MODALITY_NAMES[k]}: {v}" for k, v in report["modalities"].items()]
     lines += ["", "Metrics:"] + [f"- `{k}`: {v}" for k, v in report["metrics"].items()]
 
-    lines += ["", "## Mean over trials", "",
+    lines += ["", "## Mean over trials" + (f" ({reranked})" if reranked else ""), "",
               "mean ± std over the gallery trials (population std; 0.00 where one trial is scored)", ""]
     header = ["protocol", "text", "TTA", "query", "metric", "trials", *ranks, "mAP", "mINP"]
     lines += [_row(header), _row(["---"] * len(header))]

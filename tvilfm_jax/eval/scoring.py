@@ -14,6 +14,13 @@ L2-normalised, so every product is a cosine):
             no MER. IR with backups: the "clean" recipe uses the backup necks on both sides;
             "paper" pairs the current-neck RGB features with the backup-neck IR features, as
             the original's overwritten matrix does (docs/original.md §6.5, §10 item 15).
+
+With `eval.rerank` every matrix is replaced by its k-reciprocal re-ranking (`eval.rerank`), from
+the query-gallery, query-query and gallery-gallery cosines of the same two sets of rows (for
+RGB->IR the RGB rows are the queries). MER, a sum of three cosines, has no single embedding
+pair; it is re-ranked on the unit vector (q_F + q_I + q_T) / |q_F + q_I + q_T| against g, whose
+cosine with each gallery item is the MER score divided by a per-query constant, so its
+un-re-ranked ranking is MER's.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tvilfm_jax.eval import metrics, texts
+from tvilfm_jax.eval import metrics, rerank, texts
 from tvilfm_jax.eval.features import FeatureExtractor, ImageFeatures
 from tvilfm_jax.eval.settings import EvalSettings, Protocol
 from tvilfm_jax.eval.testset import TestSet
@@ -166,29 +173,38 @@ def extract(extractor: FeatureExtractor, variables, test: TestSet, settings: Eva
 # Full fp32 (not TF32 on GPUs): near-tied cosines decide ranks.
 _matmul_t = jax.jit(lambda a, b: jnp.matmul(a, b.T, precision=jax.lax.Precision.HIGHEST))
 _sum3 = jax.jit(lambda a, b, c: a + b + c)
+_unit_sum3 = jax.jit(lambda a, b, c: (a + b + c) / jnp.linalg.norm(a + b + c, axis=1, keepdims=True))
+
+
+def _scored_pairs(protocol: Protocol, modalities: Sequence[str], recipe: str, g: Mapping[str, jax.Array],
+                  q: Mapping[str, jax.Array]) -> dict[str, tuple[jax.Array, jax.Array]]:
+    """(query-side rows [Q', D], gallery-side rows [G', D]) behind the score matrix of each
+    modality but MER, in the protocol's roles (module docstring)."""
+    if protocol.ir_to_rgb:
+        return {m: (q["ir"], g["ir"]) if m == "ir" else (q[m], g["current"]) for m in modalities if m != "mer"}
+    rgb_ir = g["current"] if recipe == "paper" else g["ir"]
+    return {m: (rgb_ir, q["ir"]) if m == "ir" else (g["current"], q[m]) for m in modalities}
 
 
 def _score_trial(protocol: Protocol, modalities: Sequence[str], recipe: str, g: Mapping[str, jax.Array],
                  q: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     """Score matrices [num queries, num gallery] of one trial (see module docstring)."""
-    out = {}
-    if protocol.ir_to_rgb:
-        for m in modalities:
-            if m == "ir":
-                out[m] = _matmul_t(q["ir"], g["ir"])
-            elif m in ("text", "fusion"):
-                out[m] = _matmul_t(q[m], g["current"])
-        if "mer" in modalities:
-            parts = {k: out[k] if k in out else _matmul_t(q[k], g["current"]) for k in ("fusion", "text")}
-            out["mer"] = _sum3(parts["fusion"], _matmul_t(q["ir_current"], g["current"]), parts["text"])
-        return out
-    for m in modalities:
-        if m == "ir":
-            rgb = g["current"] if recipe == "paper" else g["ir"]
-            out[m] = _matmul_t(rgb, q["ir"])
-        else:
-            out[m] = _matmul_t(g["current"], q[m])
+    out = {m: _matmul_t(a, b) for m, (a, b) in _scored_pairs(protocol, modalities, recipe, g, q).items()}
+    if "mer" in modalities:
+        parts = {k: out[k] if k in out else _matmul_t(q[k], g["current"]) for k in ("fusion", "text")}
+        out["mer"] = _sum3(parts["fusion"], _matmul_t(q["ir_current"], g["current"]), parts["text"])
     return out
+
+
+def _reranked_trial(protocol: Protocol, modalities: Sequence[str], settings: EvalSettings,
+                    g: Mapping[str, jax.Array], q: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """The k-reciprocal re-ranked scores [num queries, num gallery] of one trial (module
+    docstring; MER on the unit sum of its three query embeddings against the current gallery)."""
+    pairs = _scored_pairs(protocol, modalities, settings.recipe, g, q)
+    if "mer" in modalities:
+        pairs["mer"] = (_unit_sum3(q["fusion"], q["ir_current"], q["text"]), g["current"])
+    return {m: rerank.rerank(_matmul_t(a, b), _matmul_t(a, a), _matmul_t(b, b), settings.rerank_k1,
+                             settings.rerank_k2, settings.rerank_lambda) for m, (a, b) in pairs.items()}
 
 
 def conditions(test: TestSet, settings: EvalSettings) -> tuple[Condition, ...]:
@@ -275,7 +291,11 @@ def score(extractor: FeatureExtractor, variables, test: TestSet, settings: EvalS
         q, assigned = _query_embeddings(extractor, variables, shared, prepared, feats.captions, job)
         idx = test.gallery_indices(protocol.mode, job.trial)
         g = {k: v[idx] for k, v in shared.gallery.items()}
-        sims = _score_trial(protocol, protocol.modalities(settings.modalities), settings.recipe, g, q)
+        modalities = protocol.modalities(settings.modalities)
+        if settings.rerank:
+            sims = _reranked_trial(protocol, modalities, settings, g, q)
+        else:
+            sims = _score_trial(protocol, modalities, settings.recipe, g, q)
         query_ap = {}
         for m, sim in sims.items():
             result, query_ap[m] = _evaluate(protocol, m, sim, test, idx, settings)

@@ -119,6 +119,9 @@ class EvalSettings:
       dtype: compute dtype of the ResNet and text tower while embedding, whatever the model was
         trained in: "float32" (as the original, which evaluates without autocast) or "bfloat16"
         (faster on accelerators, ~1e-2 relative error in the embeddings). Scores are fp32.
+      rerank: replace every score matrix by its k-reciprocal re-ranking (`eval.rerank`, Zhong et
+        al. 2017) with rerank_k1, rerank_k2 and rerank_lambda (the paper's 20, 6, 0.3); off by
+        default, as the original evaluates. Costs O((Q + G)^2) memory per score matrix.
     """
 
     protocols: tuple[str, ...] = ()
@@ -135,6 +138,10 @@ class EvalSettings:
     ranking_queries: int = 8
     ranking_worst: int = 8
     ranking_top_k: int = 10
+    rerank: bool = False
+    rerank_k1: int = 20
+    rerank_k2: int = 6
+    rerank_lambda: float = 0.3
 
     def __post_init__(self):
         # Frozen: normalise the sequences (lists from JSON / ConfigDict) in place.
@@ -162,6 +169,18 @@ class EvalSettings:
                              f"got {self.ranking_worst}")
         if self.trials is not None and not self.trials:
             raise ValueError("eval.trials must name at least one trial (or be None for all)")
+        self._check_rerank()
+
+    def _check_rerank(self) -> None:
+        if not isinstance(self.rerank, bool):
+            raise ValueError(f"eval.rerank must be True or False, got {self.rerank!r}")
+        for name in ("rerank_k1", "rerank_k2"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"eval.{name} must be an int >= 1, got {value!r}")
+        lam = self.rerank_lambda
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= lam <= 1.0:
+            raise ValueError(f"eval.rerank_lambda must be a number in [0, 1], got {lam!r}")
 
     def protocols_for(self, layout: str) -> tuple[Protocol, ...]:
         """The protocols to run on a test set of `layout`."""
