@@ -1,11 +1,13 @@
 r"""`python -m tvilfm_jax.sweep`: one experiment over several seeds and RegDB splits, reported as mean ± std.
 
-    python -m tvilfm_jax.sweep --config configs/regdb.py --trials 1-10 --workdir runs/regdb
+    python -m tvilfm_jax.sweep --config configs/regdb.py --trials 1-10 --workdir runs/regdb \
+        --config.init.checkpoint=weights/regdb_init
     python -m tvilfm_jax.sweep --config configs/sysu.py --seeds 0,1,2 --workdir runs/sysu_seeds \
         --config.init.checkpoint=weights/sysu_init
 
 Each run (a seed and, with --trials, a RegDB split: the config's `trial=` argument) trains the
---stages in ROOT/<run>/<stage> (stage 2 from stage 1's models/last), evaluates the last stage's
+--stages in ROOT/<run>/<stage> (the first from config.init.checkpoint, e.g. converted ImageNet
+weights; stage 2 after stage 1 from stage 1's models/last), evaluates the last stage's
 models/last on every protocol of the config (its `eval` section: text sources, TTA, gallery
 trials) into ROOT/<run>/eval/report.json, and the reports are aggregated into mean ± std per
 condition and query modality: ROOT/aggregate.json and ROOT/aggregate.md, printed at the end.
@@ -67,12 +69,17 @@ def run_name(seed: int, trial: int | None) -> str:
 
 def load_config(spec: str, overrides: dict, stage: str, trial: int | None, seed: int | None):
     """The config file `spec` (FILE[:ARGS]) for one stage and trial, with the command line's
-    overrides ({dotted key: value}) and `seed` (None: the config's) applied."""
+    overrides ({dotted key: value}) and `seed` (None: the config's) applied; SweepError when the
+    config refuses its arguments."""
     from tvilfm_jax.training.config import load_config_file
 
     path, _, arg = spec.partition(":")
     args = [a for a in arg.split(",") if a.strip()] + [f"stage={stage}"] + ([] if trial is None else [f"trial={trial}"])
-    config = load_config_file(f"{path}:{','.join(args)}")
+    try:
+        config = load_config_file(f"{path}:{','.join(args)}")
+    except flags.Error as err:
+        # ml_collections puts the config's traceback in the message; its last line is the error.
+        raise SweepError(str(err).rstrip().splitlines()[-1].split(": ", 1)[-1]) from None
     config.update_from_flattened_dict(overrides)
     if seed is not None:
         config.seed = seed
@@ -91,9 +98,6 @@ def check_request(spec: str, overrides: dict, stages: Sequence[str], seeds: Sequ
     if trials and "data.name" in overrides:
         raise SweepError("--config.data.name and --trials both choose the dataset: --trials sets it through the "
                          "config's trial= argument")
-    if len(stages) > 1 and "init.checkpoint" in overrides:
-        raise SweepError(f"--config.init.checkpoint with --stages {','.join(stages)}: stage {stages[1]} starts from "
-                         f"stage {stages[0]}'s model; the override would apply to every stage")
     if not stages or list(stages) != [s for s in STAGES if s in stages]:
         raise SweepError(f"--stages {','.join(stages)}: expected stages of {','.join(STAGES)}, in that order")
 
@@ -103,19 +107,21 @@ def run_one(name: str, configs: Sequence, root: Path, evaluate_only: bool) -> di
     from tfds_builders.prepare import ensure_built
     from tvilfm_jax import artifacts
     from tvilfm_jax.eval import runner
+    from tvilfm_jax.eval.report import REPORT_FILE
     from tvilfm_jax.training import stage_runs
 
     workdir = root / name
     final = configs[-1]
-    ensure_built(final.data)
-    report_path = workdir / run_layout.EVAL_DIR / "report.json"
+    report_path = workdir / run_layout.EVAL_DIR / REPORT_FILE
     if evaluate_only:
         last = Path(run_layout.model_dir(workdir / final.stage, "last"))
         if not artifacts.is_complete(last):
             raise SweepError(f"run {name}: no finished stage {final.stage} in {last.parent.parent} (--evaluate_only "
                              "trains nothing; run without it first)")
+        ensure_built(final.data)
         reused = False
     else:
+        ensure_built(final.data)
         last, reused = stage_runs.train_stages(configs, workdir)
     if reused and report_path.is_file():
         print(f"run {name}: reusing its report {report_path}")
@@ -134,15 +140,12 @@ def run(spec: str, overrides: dict, root: str | os.PathLike, seeds: Sequence[int
 
     check_request(spec, overrides, stages, seeds, trials)
     root = Path(root)
-    reports = {}
+    plan = {}  # every run's configs first: a config refusing an argument stops the sweep before any run
     for seed in seeds or [None]:
         for trial in trials or [None]:
-            try:
-                configs = [load_config(spec, overrides, stage, trial, seed) for stage in stages]
-            except ValueError as err:
-                raise SweepError(f"--config {spec}: {err}") from None
-            name = run_name(configs[0].seed, trial)
-            reports[name] = run_one(name, configs, root, evaluate_only)
+            configs = [load_config(spec, overrides, stage, trial, seed) for stage in stages]
+            plan[run_name(configs[0].seed, trial)] = configs
+    reports = {name: run_one(name, configs, root, evaluate_only) for name, configs in plan.items()}
     table = aggregate.aggregate(reports)
     files = aggregate.write(root, table)
     print(aggregate.markdown(table))
