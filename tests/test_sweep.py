@@ -1,7 +1,7 @@
 """The sweep over seeds and RegDB splits (`tvilfm_jax.sweep`) and its mean ± std tables
 (`tvilfm_jax.eval.aggregate`): the aggregation on hand-made reports, the refusals, and the CLI
-end to end on tiny synthetic data (two seeds through both stages; two synthetic RegDB splits of
-stage 1), run again to reuse what is finished.
+end to end on small synthetic RegDB data (two seeds through both stages, run again to reuse what
+is finished and re-evaluated; two splits of stage 1).
 """
 
 import json
@@ -155,15 +155,17 @@ def test_the_synthetic_config_selects_regdb_splits():
 
 # --- end to end --------------------------------------------------------------------------------
 
+# On the synthetic RegDB layout (24 training ids, 240 images per modality: 31 steps per epoch at
+# P=4, K=2); both tests train the same programs, which the compilation cache shares.
+REGDB = f"{SYNTHETIC}:layout=regdb"
 TINY = [
     "--config.data.image_size=(32, 16)",
-    "--config.data.ids_per_batch=2",
+    "--config.data.ids_per_batch=4",
     "--config.data.images_per_id=2",
     "--config.model.resnet_width=8",
     "--config.model.text_width=32",
     "--config.optim.warmup_epochs=0",
     "--config.train.num_epochs=1",
-    "--config.eval.trials=(0, 1)",
 ]
 
 
@@ -175,9 +177,9 @@ def cli(tmp_path_factory):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONHASHSEED="0", TF_CPP_MIN_LOG_LEVEL="2",
                JAX_COMPILATION_CACHE_DIR=str(base / "jax_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
 
-    def run(config: str, *args: str) -> str:
-        """The sweep of `config` (--config comes before its overrides) on the tiny settings."""
-        proc = subprocess.run([sys.executable, "-m", "tvilfm_jax.sweep", f"--config={config}",
+    def run(*args: str) -> str:
+        """The sweep of the synthetic RegDB config (--config comes before its overrides), tiny settings."""
+        proc = subprocess.run([sys.executable, "-m", "tvilfm_jax.sweep", f"--config={REGDB}",
                                f"--config.data.data_dir={base / 'tfds'}", *TINY, *args],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -191,24 +193,26 @@ def _means(report: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_two_seeds_through_both_stages_then_reused_then_reevaluated(cli, sysu_tiny):
+def test_two_seeds_through_both_stages_then_reused_then_reevaluated(cli):
     base, run = cli
-    name, data_dir = sysu_tiny
     root = base / "seeds"
-    args = [str(SYNTHETIC), "--seeds=0,1", f"--workdir={root}", f"--config.data.name={name}",
-            f"--config.data.data_dir={data_dir}"]
+    args = ["--seeds=0,1", f"--workdir={root}"]
     out = run(*args)
     reports = {s: json.loads((root / s / "eval" / "report.json").read_text()) for s in ("seed0", "seed1")}
     for s, report in reports.items():
         assert (root / s / "base" / "models" / "last" / "model.json").is_file()
         assert report["checkpoint"] == str(root / s / "tvilfm" / "models" / "last")
         assert json.loads((root / s / "base" / "config.json").read_text())["seed"] == int(s[-1])
+        assert json.loads((root / s / "tvilfm" / "config.json").read_text())["init"]["checkpoint"] == str(
+            root / s / "base" / "models" / "last")
     table = json.loads((root / "aggregate.json").read_text())
     assert table["runs"] == ["seed0", "seed1"] and table["n"] == 2
     means = {s: _means(r) for s, r in reports.items()}
-    assert set(means["seed0"]) == {"sysu-all/paper/noflip", "sysu-indoor/paper/noflip"}
+    assert set(means["seed0"]) == {"regdb-t2v/paper/noflip", "regdb-v2t/paper/noflip"}
+    # MER is scored for IR queries only (t2v), the others both ways.
+    assert [list(c["results"]) for c in table["conditions"]] == [["ir", "text", "fusion", "mer"],
+                                                                ["ir", "text", "fusion"]]
     for c in table["conditions"]:
-        assert set(c["results"]) == {"ir", "text", "fusion", "mer"}
         for modality, r in c["results"].items():
             for metric in aggregate.METRICS:
                 a, b = (means[s][c["key"]][modality][metric] for s in ("seed0", "seed1"))
@@ -225,17 +229,17 @@ def test_two_seeds_through_both_stages_then_reused_then_reevaluated(cli, sysu_ti
 
     # Other evaluation settings on the same models: nothing is trained.
     other = run(*args, "--evaluate_only", "--config.eval.text_sources=('ir_only',)",
-                "--config.eval.protocols=('sysu-all',)")
+                "--config.eval.protocols=('regdb-t2v',)")
     assert "trained in" not in other and other.count("run seed") == 2
     assert [c["key"] for c in json.loads((root / "aggregate.json").read_text())["conditions"]] == [
-        "sysu-all/ir_only/noflip"]
+        "regdb-t2v/ir_only/noflip"]
 
 
 @pytest.mark.slow
 def test_two_synthetic_regdb_splits_of_stage_one(cli):
     base, run = cli
-    root = base / "regdb"
-    out = run(f"{SYNTHETIC}:layout=regdb", "--trials=1,2", "--stages=base", f"--workdir={root}")
+    root = base / "trials"
+    out = run("--trials=1,2", "--stages=base", f"--workdir={root}")
     table = json.loads((root / "aggregate.json").read_text())
     assert table["runs"] == ["seed1_trial1", "seed1_trial2"]
     assert table["datasets"] == {"seed1_trial1": "RegDB split 1", "seed1_trial2": "RegDB split 2"}
@@ -244,3 +248,18 @@ def test_two_synthetic_regdb_splits_of_stage_one(cli):
     splits = [json.loads((root / r / "eval" / "report.json").read_text())["regdb_split"] for r in table["runs"]]
     assert splits == [1, 2]
     assert "Mean ± std over 2 runs" in out
+
+
+def test_a_tiny_synthetic_regdb_split_other_than_one_builds(tmp_path):
+    import tensorflow_datasets as tfds
+
+    from tfds_builders.prepare import build_synthetic
+
+    train_ids = {}
+    for trial in (1, 2):
+        name = datasets.SYNTHETIC_PREFIX + datasets.synthetic_config_name("regdb", trial, tiny=True)
+        build_synthetic(name, str(tmp_path))
+        builder = tfds.builder(name, data_dir=str(tmp_path))
+        assert builder.info.metadata["trial"] == trial
+        train_ids[trial] = {int(x["pid"]) for x in tfds.data_source(name, split="train_rgb", data_dir=str(tmp_path))}
+    assert name == "synthetic/regdb_tiny_trial2" and train_ids[1] != train_ids[2]
