@@ -263,3 +263,21 @@ def test_a_tiny_synthetic_regdb_split_other_than_one_builds(tmp_path):
         assert builder.info.metadata["trial"] == trial
         train_ids[trial] = {int(x["pid"]) for x in tfds.data_source(name, split="train_rgb", data_dir=str(tmp_path))}
     assert name == "synthetic/regdb_tiny_trial2" and train_ids[1] != train_ids[2]
+
+
+def test_a_report_is_reused_only_for_the_same_model_and_evaluation_settings(tmp_path):
+    import dataclasses
+
+    from tvilfm_jax.eval.settings import settings_from_config
+
+    config = synthetic.get_config("stage=tvilfm")
+    model = tmp_path / "tvilfm" / "models" / "last"
+    path = tmp_path / "eval" / "report.json"
+    assert sweep.reusable_report(path, config, model) is None  # none yet
+    settings = json.loads(json.dumps(dataclasses.asdict(settings_from_config(config))))
+    path.parent.mkdir()
+    path.write_text(json.dumps({"settings": settings, "checkpoint": str(model), "conditions": []}))
+    assert sweep.reusable_report(path, config, model)["checkpoint"] == str(model)
+    assert sweep.reusable_report(path, config, tmp_path / "other") is None
+    config.eval.text_sources = ("ir_only",)
+    assert sweep.reusable_report(path, config, model) is None

@@ -13,8 +13,8 @@ trials) into ROOT/<run>/eval/report.json, and the reports are aggregated into me
 condition and query modality: ROOT/aggregate.json and ROOT/aggregate.md, printed at the end.
 Runs are named seed<S> or seed<S>_trial<T>.
 
-Running it again reuses every finished stage and its report, and resumes an interrupted stage
-from its last checkpoint; a finished stage of another config is refused (delete it or pick
+Running it again reuses every finished stage and its report (one that scored that model with the
+same evaluation settings), and resumes an interrupted stage from its last checkpoint; a finished stage of another config is refused (delete it or pick
 another --workdir). --evaluate_only trains nothing: it re-evaluates the existing runs (e.g. with
 other --config.eval.* settings) and aggregates them. The model scored is the one at the end of
 training (no model selection on the test set, so no evaluation during training).
@@ -28,6 +28,7 @@ training (no model selection on the test set, so no evaluation during training).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -74,7 +75,8 @@ def load_config(spec: str, overrides: dict, stage: str, trial: int | None, seed:
     from tvilfm_jax.training.config import load_config_file
 
     path, _, arg = spec.partition(":")
-    args = [a for a in arg.split(",") if a.strip()] + [f"stage={stage}"] + ([] if trial is None else [f"trial={trial}"])
+    args = [a for a in arg.split(",") if a.strip()] + [f"stage={stage}"]
+    args += [] if trial is None else [f"trial={trial}"]
     try:
         config = load_config_file(f"{path}:{','.join(args)}")
     except flags.Error as err:
@@ -102,6 +104,18 @@ def check_request(spec: str, overrides: dict, stages: Sequence[str], seeds: Sequ
         raise SweepError(f"--stages {','.join(stages)}: expected stages of {','.join(STAGES)}, in that order")
 
 
+def reusable_report(path: Path, config, model: Path) -> dict | None:
+    """The report at `path` if it scored `model` with the evaluation `config` asks for, else None."""
+    from tvilfm_jax.eval.settings import settings_from_config
+
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    wanted = json.loads(json.dumps(dataclasses.asdict(settings_from_config(config))))
+    same = report.get("settings") == wanted and report.get("checkpoint") == os.path.abspath(model)
+    return report if same else None
+
+
 def run_one(name: str, configs: Sequence, root: Path, evaluate_only: bool) -> dict:
     """Trains (or reuses) one run's stages and evaluates its last stage; returns its report."""
     from tfds_builders.prepare import ensure_built
@@ -123,9 +137,10 @@ def run_one(name: str, configs: Sequence, root: Path, evaluate_only: bool) -> di
     else:
         ensure_built(final.data)
         last, reused = stage_runs.train_stages(configs, workdir)
-    if reused and report_path.is_file():
+    report = reusable_report(report_path, final, last) if reused else None
+    if report is not None:
         print(f"run {name}: reusing its report {report_path}")
-        return json.loads(report_path.read_text())
+        return report
     model_config, variables, described = runner.load_model(last)
     result = runner.evaluate_and_report(final, model_config, variables, workdir / run_layout.EVAL_DIR,
                                         checkpoint=described, print_fn=None)

@@ -16,7 +16,8 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 
 from tfds_builders.reid_builder import ReIdBuilder
-from tvilfm_jax.data.datasets import LAYOUTS, REGDB_TRIALS, SYNTHETIC_REGDB_TRIAL, synthetic_config_name, synthetic_trial
+from tvilfm_jax.data.datasets import (LAYOUTS, REGDB_TRIALS, SYNTHETIC_REGDB_TRIAL, synthetic_config_name,
+                                      synthetic_trial)
 from tvilfm_jax.data.synthetic import write_tree
 
 
