@@ -15,6 +15,7 @@ DEFAULTS = {
     "tvilfm_jax.evaluate": {"which": "'best'", "progress": "'true'"},
     "tvilfm_jax.convert": {"backup": "'auto'", "model_json": r"'\{\}'", "seed": "'0'", "overwrite": "'false'"},
     "tvilfm_jax.demo": {"workdir": "'runs/demo'", "epochs1": "'0'", "epochs2": "'0'", "fresh": "'false'"},
+    "tvilfm_jax.sweep": {"seeds": "''", "trials": "''", "stages": "'base,tvilfm'", "evaluate_only": "'false'"},
     "tvilfm_jax.generators": {"flush_every": "'256'", "max_length": "'50'", "temperature": r"'0\.7'",
                               "chat_format": "'auto'", "progress": "'true'"},
 }
@@ -59,6 +60,8 @@ def test_help_shows_every_default(program):
      "error: flag --kind=onnx: value should be one of <torchvision|clip|official>"),
     ("tvilfm_jax.demo", ["--epochs1=many"],
      "error: flag --epochs1=many: invalid literal for int() with base 10: 'many'"),
+    ("tvilfm_jax.sweep", ["--config={sysu}", "--workdir={tmp}/root", "--seeds=0,one"],
+     "error: --seeds: 'one' is not an integer or a range like 1-10"),
     ("tvilfm_jax.generators", ["caption", "--root={tmp}", "--layout=regdb", "--llm_model=x"],
      "error: caption does not use --llm_model"),
     ("tvilfm_jax.generators", ["filter", "--root={tmp}/missing", "--layout=regdb"],

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tvilfm_jax import demo
+from tvilfm_jax.training import loop, stage_runs
 
 pytestmark = pytest.mark.slow
 
@@ -75,5 +76,5 @@ def test_demo_rerun_reuses_dataset_and_stages(demo_run):
 
 def test_demo_refuses_a_finished_stage_of_another_config(demo_run):
     cwd, _ = demo_run
-    with pytest.raises(demo.DemoError, match="differs in .*train"):
-        demo._stage_done(demo.load_config("base", 5), cwd / "runs" / "demo" / "base")
+    with pytest.raises(loop.WorkdirError, match="differs in .*train"):
+        stage_runs.is_finished(demo.load_config("base", 5), cwd / "runs" / "demo" / "base")

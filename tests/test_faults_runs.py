@@ -1,7 +1,7 @@
 """Faults around a training run's workdir (issue 19): one run per workdir, refusals before anything
 is written, misspelt config keys, resuming with a changed config, a stage killed while exporting.
 
-The train CLI runs as a user starts it (a subprocess); the finished run the resume and demo tests
+The train CLI runs as a user starts it (a subprocess); the finished run the resume and stage-reuse tests
 start from is trained once, in this process, on the tiny synthetic dataset.
 """
 
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tvilfm_jax import artifacts, demo, run_layout
+from tvilfm_jax import artifacts, run_layout
 from tvilfm_jax.eval import runner
 from tvilfm_jax.training import config as train_config
-from tvilfm_jax.training import loop
+from tvilfm_jax.training import loop, stage_runs
 
 from test_train_config import load as load_config  # parses --config like the train CLI
 
@@ -208,7 +208,7 @@ def test_resuming_with_a_changed_config_is_refused_unless_allowed_and_recorded(t
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lost", ["model.json", "variables"])
-def test_demo_resumes_a_stage_whose_export_was_not_finished(tmp_path, finished, capsys, lost):
+def test_train_stage_resumes_a_stage_whose_export_was_not_finished(tmp_path, finished, capsys, lost):
     """Killed between the variables tree and model.json (the export writes it last), or
     before orbax renamed the variables tree into place."""
     run, config = finished
@@ -217,11 +217,11 @@ def test_demo_resumes_a_stage_whose_export_was_not_finished(tmp_path, finished, 
     last = workdir / "models" / "last"
     target = last / lost
     shutil.rmtree(target) if target.is_dir() else target.unlink()
-    assert demo.train_stage(config, workdir) == last
+    assert stage_runs.train_stage(config, workdir) == (last, False)
     out = capsys.readouterr().out
     assert "reusing the finished run" not in out and f"the export {last} is incomplete" in out
     assert artifacts.is_complete(last)
     model_config, _ = artifacts.load_model(last)
     assert model_config.num_classes == 4
-    assert demo.train_stage(config, workdir) == last  # now finished
+    assert stage_runs.train_stage(config, workdir) == (last, True)  # now finished
     assert "stage base: reusing the finished run" in capsys.readouterr().out

@@ -21,7 +21,6 @@ checkpoint. Changing the epochs of a finished stage needs --fresh (or another wo
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
 import sys
@@ -38,48 +37,11 @@ MODALITIES = ("ir", "text", "fusion", "mer")
 COLUMNS = ("R1", "R10", "mAP", "mINP")
 
 
-class DemoError(RuntimeError):
-    """A demo workdir that cannot be reused as asked."""
-
-
 def load_config(stage: str, epochs: int = 0):
     """tvilfm_jax/configs/synthetic.py for one stage; epochs=0 keeps the config's default."""
     from tvilfm_jax.configs import synthetic
 
     return synthetic.get_config(f"stage={stage}" + (f",epochs={epochs}" if epochs else ""))
-
-
-def _stage_done(config, workdir: Path) -> bool:
-    """Whether `workdir` holds a finished run of exactly `config` (a complete models/last export)."""
-    from tvilfm_jax import artifacts, run_layout
-    from tvilfm_jax.training.loop import config_diff
-
-    last = Path(run_layout.model_dir(workdir, "last"))
-    if not artifacts.is_complete(last):
-        if last.exists():
-            print(f"stage {config.stage}: the export {last} is incomplete (stopped while writing it); "
-                  "resuming the run to write it again")
-        return False
-    changed = config_diff(json.loads((workdir / run_layout.CONFIG_FILE).read_text()), json.loads(config.to_json()))
-    if changed:
-        raise DemoError(f"{workdir} holds a finished run of another config (differs in {', '.join(changed)}); "
-                        "run with --fresh to retrain, or pick another --workdir")
-    return True
-
-
-def train_stage(config, workdir: Path) -> Path:
-    """Trains (or resumes, or reuses) one stage; returns its models/last export."""
-    from tvilfm_jax import run_layout
-    from tvilfm_jax.training import loop
-
-    last = Path(run_layout.model_dir(workdir, "last"))
-    if _stage_done(config, workdir):
-        print(f"stage {config.stage}: reusing the finished run in {workdir}")
-        return last
-    t0 = time.time()
-    loop.run(config, str(workdir))
-    print(f"stage {config.stage}: trained in {time.time() - t0:.0f} s -> {last}")
-    return last
 
 
 def evaluate(config, checkpoint: Path, output: Path) -> dict:
@@ -121,6 +83,7 @@ def run(workdir: str | os.PathLike = "runs/demo", epochs1: int = 0, epochs2: int
     from absl import logging as absl_logging
 
     from tfds_builders.prepare import ensure_built
+    from tvilfm_jax.training import stage_runs
 
     start = time.time()
     workdir = Path(workdir)
@@ -139,10 +102,7 @@ def run(workdir: str | os.PathLike = "runs/demo", epochs1: int = 0, epochs2: int
         absl_logging.set_verbosity(verbosity)
     print(f"dataset {base_cfg.data.name} ready in {base_cfg.data.data_dir}/ ({time.time() - t0:.0f} s)")
 
-    base_last = train_stage(base_cfg, workdir / "base")
-    with tvilfm_cfg.unlocked():
-        tvilfm_cfg.init.checkpoint = str(base_last.resolve())
-    tvilfm_last = train_stage(tvilfm_cfg, workdir / "tvilfm")
+    tvilfm_last, _ = stage_runs.train_stages([base_cfg, tvilfm_cfg], workdir)
 
     t0 = time.time()
     result = evaluate(tvilfm_cfg, tvilfm_last, workdir / "eval")
@@ -175,7 +135,7 @@ def main(argv: Sequence[str]) -> None:
 
     try:
         run(fv.workdir, fv.epochs1, fv.epochs2, fv.fresh)
-    except (DemoError, ValueError, loop.WorkdirError) as err:
+    except (ValueError, loop.WorkdirError) as err:
         cli.fail(err)
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 
 from tfds_builders.reid_builder import ReIdBuilder
-from tvilfm_jax.data.datasets import LAYOUTS, synthetic_trial
+from tvilfm_jax.data.datasets import (LAYOUTS, REGDB_TRIALS, SYNTHETIC_REGDB_TRIAL, synthetic_config_name,
+                                      synthetic_trial)
 from tvilfm_jax.data.synthetic import write_tree
 
 
@@ -43,19 +44,27 @@ def _configs() -> list[SyntheticConfig]:
     for layout in LAYOUTS:
         trial = synthetic_trial(layout)
         configs.append(SyntheticConfig(
-            name=layout, layout=layout, trial=trial,
+            name=synthetic_config_name(layout), layout=layout, trial=trial,
             description=f"{layout} layout, write_tree's default (demo) sizes" + (", trial 1" if trial else ""),
         ))
     for layout in LAYOUTS:
         configs.append(SyntheticConfig(
-            name=f"{layout}_tiny", layout=layout, trial=synthetic_trial(layout), sizes=_TINY[layout],
-            description=f"{layout} layout, tiny sizes for tests: {_TINY[layout]}",
+            name=synthetic_config_name(layout, tiny=True), layout=layout, trial=synthetic_trial(layout),
+            sizes=_TINY[layout], description=f"{layout} layout, tiny sizes for tests: {_TINY[layout]}",
         ))
+    # The other RegDB splits of the same trees (a tiny tree writes as many split files as it needs).
+    for trial in (t for t in REGDB_TRIALS if t != SYNTHETIC_REGDB_TRIAL):
+        for tiny in (False, True):
+            sizes = {**_TINY["regdb"], "num_trials": trial} if tiny else {}
+            configs.append(SyntheticConfig(
+                name=synthetic_config_name("regdb", trial, tiny), layout="regdb", trial=trial, sizes=sizes,
+                description=f"regdb layout, {'tiny sizes' if tiny else 'default sizes'}, trial {trial}",
+            ))
     return configs
 
 
 class Builder(ReIdBuilder):
-    """Synthetic people; configs sysu, regdb, llcm and their *_tiny variants."""
+    """Synthetic people; configs sysu, regdb, llcm, their *_tiny variants, and regdb[_tiny]_trial2..10."""
 
     BUILDER_CONFIGS = _configs()
     VERSION = tfds.core.Version("1.1.0")

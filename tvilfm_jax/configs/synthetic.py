@@ -5,7 +5,8 @@ r"""The embedded default: synthetic people, a small network, small images; runs 
         --config.init.checkpoint=runs/synthetic_base/models/last
 
 Arguments: stage=base|tvilfm, recipe=paper|clean, layout=sysu|regdb|llcm (which synthetic
-TFDS config: `synthetic/<layout>`, built into data.data_dir on first use), epochs=N (0: the
+TFDS config: `synthetic/<layout>`, built into data.data_dir on first use), trial=1..10 (the
+RegDB split, layout=regdb only: `synthetic/regdb_trial<N>`; 0: split 1), epochs=N (0: the
 stage's default below; the schedule's milestones scale with it). The schedule is the paper's
 shape (linear warmup, two decays) compressed to a few epochs; `python -m tvilfm_jax.demo` runs
 both stages and the evaluation.
@@ -17,7 +18,7 @@ padding scaled to the small images.
 """
 
 from tvilfm_jax.configs import common
-from tvilfm_jax.data.datasets import LAYOUTS, SYNTHETIC_PREFIX
+from tvilfm_jax.data.datasets import LAYOUTS, SYNTHETIC_PREFIX, synthetic_config_name
 
 # Default epochs per stage (about 28 x 23 = 644 stage-1 steps on synthetic/sysu) and where the
 # two lr decays fall, as fractions of the run.
@@ -26,11 +27,15 @@ MILESTONES = (0.72, 0.9)
 
 
 def get_config(arg=None):
-    args = common.parse_arg(arg, {**common.ARGS, "layout": "sysu", "epochs": 0})
+    args = common.parse_arg(arg, {**common.ARGS, "layout": "sysu", "trial": 0, "epochs": 0})
     if args["layout"] not in LAYOUTS:
         raise ValueError(f"config argument layout={args['layout']!r}: expected one of {LAYOUTS}")
+    try:
+        config_name = synthetic_config_name(args["layout"], args["trial"] or None)
+    except ValueError as err:
+        raise ValueError(f"config argument trial={args['trial']}: {err}") from None
     c = common.base_config(args["stage"], args["recipe"])
-    c.data.name = SYNTHETIC_PREFIX + args["layout"]
+    c.data.name = SYNTHETIC_PREFIX + config_name
     c.data.build_synthetic = True
     c.data.data_dir = "tfds_data"  # relative to the working directory (the repo root: git-ignored)
     c.data.image_size = (64, 32)

@@ -8,6 +8,7 @@ writer, TFDS builders, text generation, evaluator, configs):
     "regdb"        RegDB       regdb/trial1 .. trial10    1..10
     "llcm"         LLCM        llcm                       -
     (any)                      synthetic/<layout>[_tiny]  1 (RegDB records hold split 1)
+    "regdb"                    synthetic/regdb[_tiny]_trial<t>  2..10
 
 Cameras (docs/original.md §5.1, §6.4-6.6): SYSU-MM01 RGB cams 1, 2, 4, 5 and IR cams 3, 6 (cams 1-3
 indoors); LLCM VIS cams 1-9 and NIR cams 1, 2, 4-9 (test_nir has no cam3); RegDB has no
@@ -21,8 +22,10 @@ DISPLAY_NAMES = {"sysu": "SYSU-MM01", "regdb": "RegDB", "llcm": "LLCM"}
 #: The TFDS dataset name of each layout's builder (tfds_builders/<name>/); RegDB adds "/trial<t>".
 TFDS_NAMES = {"sysu": "sysu_mm01", "regdb": "regdb", "llcm": "llcm"}
 SYNTHETIC_PREFIX = "synthetic/"
-#: The RegDB split the synthetic RegDB records hold (a synthetic tree's split files start at 1).
+#: The RegDB split the synthetic RegDB records hold unless their name says another (a synthetic
+#: tree writes the split files of several splits, starting at 1; `synthetic_config_name`).
 SYNTHETIC_REGDB_TRIAL = 1
+_SYNTHETIC_TRIAL_INFIX = "_trial"
 _REGDB_TRIAL_PREFIX = f"{TFDS_NAMES['regdb']}/trial"
 
 SYSU_RGB_CAMS = (1, 2, 4, 5)
@@ -63,12 +66,28 @@ def synthetic_trial(layout: str) -> int | None:
     return SYNTHETIC_REGDB_TRIAL if layout == "regdb" else None
 
 
+def synthetic_config_name(layout: str, trial: int | None = None, tiny: bool = False) -> str:
+    """The synthetic TFDS config of a layout: "<layout>[_tiny]", with "_trial<t>" for a RegDB
+    split other than SYNTHETIC_REGDB_TRIAL, e.g. "regdb_tiny_trial2"."""
+    check_layout(layout)
+    if trial is not None and (layout != "regdb" or trial not in REGDB_TRIALS):
+        raise ValueError(f"synthetic {layout}: trial={trial!r}; only RegDB has splits, {REGDB_TRIALS[0]}.."
+                         f"{REGDB_TRIALS[-1]}")
+    name = layout + ("_tiny" if tiny else "")
+    return name if trial in (None, SYNTHETIC_REGDB_TRIAL) else f"{name}{_SYNTHETIC_TRIAL_INFIX}{trial}"
+
+
 def layout_of(name: str) -> tuple[str, int | None]:
     """(layout, RegDB trial) of a TFDS dataset name: "sysu_mm01", "regdb/trial3", "llcm",
-    "synthetic/<layout>[_tiny]" (synthetic RegDB records hold split 1); a ":<version>" is ignored."""
+    "synthetic/<layout>[_tiny]" (synthetic RegDB records hold split 1), "synthetic/regdb[_tiny]_trial<t>";
+    a ":<version>" is ignored."""
     base = name.split(":")[0]
     if base.startswith(SYNTHETIC_PREFIX):
-        layout = base[len(SYNTHETIC_PREFIX):].split("_")[0]
+        config = base[len(SYNTHETIC_PREFIX):]
+        layout = config.split("_")[0]
+        _, infix, trial = config.rpartition(_SYNTHETIC_TRIAL_INFIX)
+        if layout == "regdb" and infix and trial.isdigit():
+            return layout, int(trial)
         if layout in LAYOUTS:
             return layout, synthetic_trial(layout)
     elif base == TFDS_NAMES["sysu"]:

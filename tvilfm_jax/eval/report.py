@@ -26,6 +26,8 @@ from tvilfm_jax.eval.testset import TestSet
 from tvilfm_jax.eval.texts import DESCRIPTIONS
 
 RANKS = (1, 5, 10, 20)
+#: The report's JSON file in its output folder (next to report.md and the figures).
+REPORT_FILE = "report.json"
 SCORES_NUMERICS = "float32, matmul precision HIGHEST"
 METRIC_NOTES = {
     "sysu": "eval_sysu: cam3 queries ignore cam2 gallery images; de-duplicated CMC",
@@ -236,7 +238,7 @@ def write_report(output: str | os.PathLike, report: Mapping[str, Any], test: Tes
     """
     output = os.fspath(output)
     os.makedirs(output, exist_ok=True)
-    json_path = os.path.join(output, "report.json")
+    json_path = os.path.join(output, REPORT_FILE)
     with open(json_path + ".tmp", "w") as f:
         json.dump(report, f, indent=2)
     os.replace(json_path + ".tmp", json_path)

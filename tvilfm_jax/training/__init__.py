@@ -6,6 +6,6 @@ them), `state` (TrainState), `step` (pure train steps), `mesh` (devices, shardin
 start), `inputs` (TFDS splits -> input pipeline), `initialization` (start variables:
 init.checkpoint or a fresh init), `checkpointing` (the resumable train state, one orbax
 CheckpointManager), `logging` (progress bar, metrics.jsonl, TensorBoard), `loop` (`prepare` +
-`train`). The CLI is `tvilfm_jax.train`; the workdir's layout is `tvilfm_jax.run_layout`, the
+`train`), `stage_runs` (both stages of one experiment in one folder, finished ones reused). The CLI is `tvilfm_jax.train`; the workdir's layout is `tvilfm_jax.run_layout`, the
 exported models are `tvilfm_jax.artifacts`.
 """

@@ -267,7 +267,7 @@ def _config_spec(argv: Sequence[str]) -> str | None:
     return spec
 
 
-def _load_config_file(spec: str) -> Any:
+def load_config_file(spec: str) -> Any:
     """The config tree of `file.py[:arg]`, without any command-line override."""
     from absl import flags
     from ml_collections import config_flags
@@ -279,18 +279,21 @@ def _load_config_file(spec: str) -> Any:
 
 
 @contextlib.contextmanager
-def exit_on_unknown_override(default_spec: str | None = None) -> Iterator[None]:
+def exit_on_unknown_override(default_spec: str | None = None,
+                             argv: Sequence[str] | None = None) -> Iterator[None]:
     """For the CLIs, around defining and parsing the `--config` flag: an override naming no key
     (ml_collections raises a 50-line AttributeError traceback) ends the program with
     `unknown_override`'s one-line error instead (exit status 1).
 
     default_spec: the config file the flag uses when argv has no --config.
+    argv: the command line parsed (default: sys.argv).
     """
     try:
         yield
     except (AttributeError, KeyError):
-        spec = _config_spec(sys.argv) or default_spec
-        message = spec and unknown_override(sys.argv, _load_config_file(spec))
+        argv = sys.argv if argv is None else argv
+        spec = _config_spec(argv) or default_spec
+        message = spec and unknown_override(argv, load_config_file(spec))
         if not message:
             raise
         sys.exit(f"error: {message}")
