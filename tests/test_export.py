@@ -36,7 +36,8 @@ CAPTIONS = ["a man in a green jacket", "a woman with a black backpack and white 
 ROWS = 5  # not the export check's 3 rows: the symbolic batch must take any size
 
 
-def _stage2_variables():
+@pytest.fixture(scope="module")
+def stage2_variables():
     variables = jax.jit(lambda key: add_backup(init_variables(CONFIG, key, HW)))(jax.random.key(0))
     # Backups unlike the current heads, so that a swapped "ir" / "ir_current" output shows.
     variables["params"]["backup_gem"]["p"] = variables["params"]["backup_gem"]["p"] + 1.0
@@ -52,10 +53,9 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, stage2_variables):
     base = tmp_path_factory.mktemp("export")
-    variables = _stage2_variables()
-    model_dir = artifacts.save_model(base / "model", variables, CONFIG)
+    model_dir = artifacts.save_model(base / "model", stage2_variables, CONFIG)
     proc = _run_cli(f"--model={model_dir}", f"--output={base / 'onnx'}", "--image_size=32,16")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"base": base, "model": model_dir, "onnx": base / "onnx", "stdout": proc.stdout,
@@ -122,8 +122,9 @@ def test_manifest_describes_and_checks_every_encoder(exported):
 
 
 @pytest.fixture(scope="module")
-def stage1_model(tmp_path_factory):
-    variables = jax.jit(lambda key: init_variables(STAGE1, key, HW))(jax.random.key(1))
+def stage1_model(tmp_path_factory, stage2_variables):
+    variables = {c: {k: v for k, v in tree.items() if not k.startswith("backup_")}
+                 for c, tree in stage2_variables.items()}
     return artifacts.save_model(tmp_path_factory.mktemp("stage1") / "model", variables, STAGE1)
 
 
