@@ -254,6 +254,34 @@ def compare(model: TVILFM, variables: Any, name: str, path: str | os.PathLike,
     return out
 
 
+def _manifest(config: ModelConfig, image_size: tuple[int, int], batch: int | str, source: str) -> dict:
+    """The manifest's model-wide part: what was exported, how, and the input contract."""
+    return {
+        "model": source, "model_config": config.to_dict(), "image_size": list(image_size), "batch": batch,
+        "opset": OPSET, "jax2onnx": version("jax2onnx"), "onnxruntime": version("onnxruntime"),
+        "tolerance": {"max_abs": TOLERANCE},
+        "preprocessing": {
+            "images": f"uint8 NHWC RGB [N, {image_size[0]}, {image_size[1]}, 3], resized by the caller (Lanczos "
+                      "in evaluation); the graph divides by 255 and applies ImageNet mean/std",
+            "ids": f"int32 [N, {config.text.context_length}] from tvilfm_jax.data.tokenizer.tokenize (CLIP BPE)",
+            "outputs": "float32 [N, D], L2-normalised rows except mer (fusion + ir_current + text)",
+        },
+        "encoders": {},
+    }
+
+
+def _entry(config: ModelConfig, name: str, image_size: tuple[int, int], batch: int | str, check: dict) -> dict:
+    """The manifest's entry of encoder `name`: file, inputs, outputs and the check's result."""
+    return {
+        "file": f"{name}.onnx", "doc": ENCODERS[name].doc,
+        "inputs": [{"name": n, "dtype": d.name, "shape": list(s)}
+                   for n, s, d in input_specs(config, name, image_size, batch)],
+        "outputs": [{"name": k, "dtype": "float32", "shape": [batch, config.embed_dim]}
+                    for k in ENCODERS[name].outputs],
+        "check": check,
+    }
+
+
 def export(config: ModelConfig, variables: Any, output: str | os.PathLike, encoders: Sequence[str],
            image_size: tuple[int, int], batch: int | str = DYNAMIC, check_rows: int = 3,
            source: str = "the model", print_fn: Callable[[str], None] | None = print) -> dict:
@@ -270,33 +298,14 @@ def export(config: ModelConfig, variables: Any, output: str | os.PathLike, encod
     model = TVILFM(dataclasses.replace(config, dtype="float32"))
     os.makedirs(output, exist_ok=True)
     rows = batch if batch != DYNAMIC else check_rows
-    manifest = {
-        "model": source, "model_config": config.to_dict(), "image_size": list(image_size), "batch": batch,
-        "opset": OPSET, "jax2onnx": version("jax2onnx"),
-        "onnxruntime": version("onnxruntime"), "tolerance": {"max_abs": TOLERANCE},
-        "preprocessing": {
-            "images": f"uint8 NHWC RGB [N, {image_size[0]}, {image_size[1]}, 3], resized by the caller (Lanczos "
-                      "in evaluation); the graph divides by 255 and applies ImageNet mean/std",
-            "ids": f"int32 [N, {config.text.context_length}] from tvilfm_jax.data.tokenizer.tokenize (CLIP BPE)",
-            "outputs": "float32 [N, D], L2-normalised rows except mer (fusion + ir_current + text)",
-        },
-        "encoders": {},
-    }
-    failures = []
+    manifest, failures = _manifest(config, image_size, batch, source), []
     for name in encoders:
         path = os.path.join(output, f"{name}.onnx")
         export_encoder(model, variables, name, path, image_size, batch)
         errors = compare(model, variables, name, path, check_inputs(config, name, image_size, rows))
         failures += [f"{name}.{k}: max abs error {e['max_abs']:.3g} > {TOLERANCE:g}" for k, e in errors.items()
                      if not e["max_abs"] <= TOLERANCE]
-        manifest["encoders"][name] = {
-            "file": f"{name}.onnx", "doc": ENCODERS[name].doc,
-            "inputs": [{"name": n, "dtype": d.name, "shape": list(s)}
-                       for n, s, d in input_specs(config, name, image_size, batch)],
-            "outputs": [{"name": k, "dtype": "float32", "shape": [batch, config.embed_dim]}
-                        for k in ENCODERS[name].outputs],
-            "check": {"rows": rows, "errors": errors},
-        }
+        manifest["encoders"][name] = _entry(config, name, image_size, batch, {"rows": rows, "errors": errors})
         if print_fn is not None:
             worst = max(e["max_abs"] for e in errors.values())
             print_fn(f"{path}: onnxruntime vs JAX max abs error {worst:.3g} over {rows} rows")

@@ -251,7 +251,7 @@ class TVILFM(nn.Module):
     # --- evaluation (eval-mode BN everywhere) ------------------------------------------------
     # Two levels: the network passes up to the pre-neck features (`eval_image_features`,
     # `text_features`), and the heads from those features (`embed`, `gallery_heads`,
-    # `query_heads`), so that evaluation runs each image and caption through the network once
+    # `query_heads`, `ir_heads`), so that evaluation runs each image and caption through the network once
     # and applies the heads per caption assignment and trial. `gallery_embeddings` and
     # `query_embeddings` chain the two for whole images and token ids.
 
