@@ -7,8 +7,11 @@ TFDS_VENV ?= .venv-tfdscli
 PY := $(VENV)/bin/python
 # -qq: the machine-wide pip config names local indexes whose warnings would drown the log.
 PIP := $(PY) -m pip install --disable-pip-version-check -qq
+# jax2onnx declares orbax-checkpoint<0.11.37 (ours is 0.12) but never imports it: installed
+# without its declared deps, next to the `export` extra (pyproject.toml) that holds the ones it uses.
+JAX2ONNX := jax2onnx==0.17.1
 
-.PHONY: demo test bench install install-test clean
+.PHONY: demo test bench install install-test install-export clean
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
@@ -18,7 +21,13 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+$(VENV)/.installed-export: pyproject.toml $(VENV)/.installed
+	$(PIP) -e '.[export]'
+	$(PIP) --no-deps '$(JAX2ONNX)'
+	touch $@
+
+# The tests include the ONNX export's (tests/test_export.py).
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-export
 	$(PIP) -e '.[test]'
 	touch $@
 
@@ -29,6 +38,7 @@ $(TFDS_VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test $(TFDS_VENV)/.installed
+install-export: $(VENV)/.installed-export
 
 demo: install
 	$(PY) -m tvilfm_jax.demo

@@ -4,8 +4,8 @@ exit status 1 (no flag listing, no traceback).
 
 train and evaluate define their flags on absl's global `flags.FLAGS` and start with
 `absl.app.run` (absl's logging flags such as --verbosity, `ml_collections.config_flags`);
-convert, demo, sweep and generators define theirs on a fresh `flags.FlagValues` at each call of their
-`main(argv)`, so one process (a test) can call it again and again.
+convert, demo, sweep, generators and export define theirs on a fresh `flags.FlagValues` at each
+call of their `main(argv)`, so one process (a test) can call it again and again.
 """
 
 from __future__ import annotations

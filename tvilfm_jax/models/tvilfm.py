@@ -251,7 +251,7 @@ class TVILFM(nn.Module):
     # --- evaluation (eval-mode BN everywhere) ------------------------------------------------
     # Two levels: the network passes up to the pre-neck features (`eval_image_features`,
     # `text_features`), and the heads from those features (`embed`, `gallery_heads`,
-    # `query_heads`), so that evaluation runs each image and caption through the network once
+    # `query_heads`, `ir_heads`), so that evaluation runs each image and caption through the network once
     # and applies the heads per caption assignment and trial. `gallery_embeddings` and
     # `query_embeddings` chain the two for whole images and token ids.
 
@@ -299,15 +299,18 @@ class TVILFM(nn.Module):
           "ir_current": q_I = L2(BN(f_ir)) through the CURRENT neck (a term of MER).
           "text":       q_T = L2(BN(t_rgb)).
           "fusion":     q_F = L2(BN(f_ir + t_rgb - t_ir))  ("add": without - t_ir).
-        All but "ir" match against gallery "current"; MER is q_F + q_I + q_T (`query_embeddings`).
+        All but "ir" match against gallery "current"; MER is q_F + q_I + q_T (`with_mer`).
         """
-        q_i = self.embed(f_ir)
-        return {
-            "ir": self._ir_head(f_ir_backup, q_i),
-            "ir_current": q_i,
+        return self.ir_heads(f_ir, f_ir_backup) | {
             "text": self.embed(t_rgb),
             "fusion": self.embed(fuse(self.config.fusion, f_ir, t_rgb, t_ir)),
         }
+
+    def ir_heads(self, f_ir: jnp.ndarray, f_ir_backup: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
+        """The image-only IR queries of `query_heads` ("ir", "ir_current"), from f_ir / f_ir_backup
+        [B,D] (`eval_image_features`) -> dict of [B,D]; no caption needed."""
+        q_i = self.embed(f_ir)
+        return {"ir": self._ir_head(f_ir_backup, q_i), "ir_current": q_i}
 
     def gallery_embeddings(self, rgb: jnp.ndarray) -> dict[str, jnp.ndarray]:
         """RGB gallery: rgb [N,H,W,3] -> {"current": [N,D], "ir": [N,D]}, L2-normalised (`gallery_heads`)."""
@@ -322,8 +325,13 @@ class TVILFM(nn.Module):
         """
         feats = self.eval_image_features(None, ir)
         t_rgb, t_ir = self._caption_features(text_rgb, text_ir)
-        q = self.query_heads(feats["current"], feats.get("backup"), t_rgb, t_ir)
-        return q | {"mer": q["fusion"] + q["ir_current"] + q["text"]}
+        return with_mer(self.query_heads(feats["current"], feats.get("backup"), t_rgb, t_ir))
+
+
+def with_mer(queries: Mapping[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
+    """A `TVILFM.query_heads` dict plus "mer" = q_F + q_I + q_T [B,D] (docs/original.md §6.3), not
+    renormalised: its score against gallery "current" is the sum of the three cosine scores."""
+    return dict(queries) | {"mer": queries["fusion"] + queries["ir_current"] + queries["text"]}
 
 
 def init_variables(config: ModelConfig, rng: jax.Array, image_hw: tuple[int, int] = (32, 16),
