@@ -1,0 +1,89 @@
+"""Top-k search of query vectors against a gallery array: exact, or through a faiss index.
+
+Scores are inner products q . g of float32 rows; the gallery kinds are L2-normalised, so they
+are cosines (MER: the sum of three cosines, one inner product with the summed query vector).
+
+exact: q . g^T in row chunks of the (memory-mapped) gallery, keeping a running top-k; ties go
+  to the lower gallery row, as the evaluator's metrics break them.
+faiss: an IVF index with 8-bit scalar-quantised vectors (`faiss.index_factory(D,
+  "IVF<nlist>,SQ8", METRIC_INNER_PRODUCT)`, 1 byte per dimension: 2 GB for 10^6 x 2048),
+  trained on a sample of the gallery and searched over `nprobe` of its lists. Approximate:
+  BENCHMARKS.md reports its recall@k against exact search.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import faiss
+import numpy as np
+
+#: Gallery rows per exact-search matmul and per faiss add: 64 MiB of float32 at D = 256.
+CHUNK_ROWS = 65536
+#: Training points per IVF list (faiss wants at least 39).
+TRAIN_PER_LIST = 64
+DEFAULT_NPROBE = 32
+
+
+def exact_top_k(gallery: np.ndarray, queries: np.ndarray, k: int,
+                chunk_rows: int = CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """gallery [N, D], queries [Q, D] -> (scores float32 [Q, k'], rows int64 [Q, k']), best first,
+    k' = min(k, N)."""
+    queries = np.asarray(queries, np.float32)
+    best_s = np.zeros((len(queries), 0), np.float32)
+    best_i = np.zeros((len(queries), 0), np.int64)
+    for start in range(0, len(gallery), chunk_rows):
+        block = np.asarray(gallery[start:start + chunk_rows], np.float32)
+        scores = np.concatenate([best_s, queries @ block.T], axis=1)
+        rows = np.concatenate([best_i, np.broadcast_to(np.arange(start, start + len(block)), (len(queries), len(block)))],
+                              axis=1)
+        # The kept rows come first and are lower, so a stable sort keeps ties in row order.
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        best_s, best_i = np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+    return best_s, best_i
+
+
+def num_lists(n: int) -> int:
+    """IVF lists for n vectors: ~4 sqrt(n), and at most n / 39 so that training has enough points."""
+    return max(1, min(round(4 * math.sqrt(n)), n // 39))
+
+
+def factory_string(n: int) -> str:
+    return f"IVF{num_lists(n)},SQ8"
+
+
+def build_index(gallery: np.ndarray, *, seed: int = 0, chunk_rows: int = CHUNK_ROWS) -> faiss.Index:
+    """An IVF-SQ8 inner-product index of gallery [N, D] (memory-mapped is fine: added in chunks)."""
+    n, dim = gallery.shape
+    index = faiss.index_factory(dim, factory_string(n), faiss.METRIC_INNER_PRODUCT)
+    nlist = num_lists(n)
+    sample = min(n, TRAIN_PER_LIST * nlist)
+    rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+    index.train(np.ascontiguousarray(gallery[rows], np.float32))
+    for start in range(0, n, chunk_rows):
+        index.add(np.ascontiguousarray(gallery[start:start + chunk_rows], np.float32))
+    return index
+
+
+def faiss_top_k(index: faiss.Index, queries: np.ndarray, k: int,
+                nprobe: int = DEFAULT_NPROBE) -> tuple[np.ndarray, np.ndarray]:
+    """As `exact_top_k` through `index`; rows the index cannot fill (k > reachable) are cut."""
+    faiss.extract_index_ivf(index).nprobe = int(nprobe)
+    scores, rows = index.search(np.ascontiguousarray(queries, np.float32), min(k, index.ntotal))
+    keep = int((rows >= 0).all(axis=0).sum())
+    return scores[:, :keep], rows[:, :keep].astype(np.int64)
+
+
+def load_or_build_index(gallery: np.ndarray, path: str | os.PathLike) -> faiss.Index:
+    """The index stored at `path`, or a new one built from `gallery` and written there."""
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        index = faiss.read_index(path)
+        if index.ntotal == len(gallery) and index.d == gallery.shape[1]:
+            return index
+    index = build_index(gallery)
+    tmp = path + ".tmp"
+    faiss.write_index(index, tmp)
+    os.replace(tmp, path)
+    return index
