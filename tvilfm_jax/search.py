@@ -22,7 +22,8 @@ known: --query_pid, or read from the query image's path with the gallery's --lay
 
 --index exact (default): every gallery row is scored (a matmul in chunks of the memory-mapped
 gallery). --index faiss: an IVF-SQ8 faiss index (built on first use and kept in the gallery
-directory as <kind>.faiss), approximate; recall@k against exact search is in BENCHMARKS.md.
+directory as <kind>.faiss) proposes 4k candidates that exact scores re-rank; approximate:
+recall@k against exact search is in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def main(argv: Sequence[str]) -> dict:
             scores, rows = index.exact_top_k(array, q, args.top_k)
         else:
             faiss_index = index.load_or_build_index(array, os.path.join(args.gallery, f"{kind}.faiss"))
-            scores, rows = index.faiss_top_k(faiss_index, q, args.top_k, args.nprobe)
+            scores, rows = index.faiss_top_k(faiss_index, q, args.top_k, args.nprobe, gallery=array)
         rankings[m] = ranking.Ranking(m, rows[0], scores[0])
 
     notes = []
@@ -193,7 +194,8 @@ def main(argv: Sequence[str]) -> dict:
         notes.append("no --ir_caption: Fusion / MER use F = f_IR + T(text), with no IR caption subtracted")
     search = {"index": args.index, "top_k": args.top_k, "modalities": list(wanted), "notes": notes}
     if args.index == "faiss":
-        search |= {"nprobe": args.nprobe, "factory": index.factory_string(len(gallery.entries))}
+        search |= {"nprobe": args.nprobe, "factory": index.factory_string(len(gallery.entries)),
+                   "refine": index.REFINE}
     query = {"image": path, "text": args.text, "ir_caption": ir_caption, "pid": pid}
     text = "  |  ".join(f"{k}: {v}" for k, v in (("text", args.text), ("own IR caption", ir_caption)) if v)
     json_path = ranking.write_json(os.path.join(args.output, RESULT_JSON), gallery, rankings, query, search)

@@ -7,8 +7,9 @@ exact: q . g^T in row chunks of the (memory-mapped) gallery, keeping a running t
   to the lower gallery row, as the evaluator's metrics break them.
 faiss: an IVF index with 8-bit scalar-quantised vectors (`faiss.index_factory(D,
   "IVF<nlist>,SQ8", METRIC_INNER_PRODUCT)`, 1 byte per dimension: 2 GB for 10^6 x 2048),
-  trained on a sample of the gallery and searched over `nprobe` of its lists. Approximate:
-  BENCHMARKS.md reports its recall@k against exact search.
+  trained on a sample of the gallery and searched over `nprobe` of its lists; its 4k best
+  candidates are re-scored exactly from the gallery array. Approximate: BENCHMARKS.md reports
+  its recall@k against exact search.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ CHUNK_ROWS = 65536
 #: Training points per IVF list (faiss wants at least 39).
 TRAIN_PER_LIST = 64
 DEFAULT_NPROBE = 32
+#: Candidates per result that exact scores re-rank (`faiss_top_k` with the gallery).
+REFINE = 4
 
 
 def exact_top_k(gallery: np.ndarray, queries: np.ndarray, k: int,
@@ -45,8 +48,9 @@ def exact_top_k(gallery: np.ndarray, queries: np.ndarray, k: int,
 
 
 def num_lists(n: int) -> int:
-    """IVF lists for n vectors: ~4 sqrt(n), and at most n / 39 so that training has enough points."""
-    return max(1, min(round(4 * math.sqrt(n)), n // 39))
+    """IVF lists for n vectors: ~sqrt(n) (1,000 for 10^6; more lists search faster but k-means
+    training, ~lists^2 work, gets long on a CPU), and at most n / 39 so training has enough points."""
+    return max(1, min(round(math.sqrt(n)), n // 39))
 
 
 def factory_string(n: int) -> str:
@@ -66,13 +70,29 @@ def build_index(gallery: np.ndarray, *, seed: int = 0, chunk_rows: int = CHUNK_R
     return index
 
 
-def faiss_top_k(index: faiss.Index, queries: np.ndarray, k: int,
-                nprobe: int = DEFAULT_NPROBE) -> tuple[np.ndarray, np.ndarray]:
-    """As `exact_top_k` through `index`; rows the index cannot fill (k > reachable) are cut."""
+def faiss_top_k(index: faiss.Index, queries: np.ndarray, k: int, nprobe: int = DEFAULT_NPROBE,
+                gallery: np.ndarray | None = None, refine: int = REFINE) -> tuple[np.ndarray, np.ndarray]:
+    """As `exact_top_k` through `index`. With `gallery` (the indexed [N, D] array, memory-mapped
+    is fine), the index proposes refine * k rows and their exact scores pick the top k, which
+    undoes the 8-bit rounding of near-tied scores. Rows the index cannot fill are cut."""
+    queries = np.ascontiguousarray(queries, np.float32)
     faiss.extract_index_ivf(index).nprobe = int(nprobe)
-    scores, rows = index.search(np.ascontiguousarray(queries, np.float32), min(k, index.ntotal))
+    wanted = k if gallery is None else k * refine
+    scores, rows = index.search(queries, min(wanted, index.ntotal))
     keep = int((rows >= 0).all(axis=0).sum())
-    return scores[:, :keep], rows[:, :keep].astype(np.int64)
+    scores, rows = scores[:, :keep], rows[:, :keep].astype(np.int64)
+    if gallery is not None:
+        unique, inverse = np.unique(rows, return_inverse=True)
+        vectors = np.asarray(gallery[unique], np.float32)  # sorted rows: sequential reads of a memmap
+        scores = np.einsum("qd,qkd->qk", queries, vectors[inverse.reshape(rows.shape)])
+        order = _best_first(scores, rows)[:, :k]
+        scores, rows = np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+    return scores, rows
+
+
+def _best_first(scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Per query, the column order by score descending, ties to the lower row. [Q, K] -> [Q, K]."""
+    return np.stack([np.lexsort((r, -s)) for s, r in zip(scores, rows)])
 
 
 def load_or_build_index(gallery: np.ndarray, path: str | os.PathLike) -> faiss.Index:
