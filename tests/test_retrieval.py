@@ -83,6 +83,9 @@ def test_extract_gives_the_evaluators_features(built, tmp_path):
 
     extract.main(_extract_args(built, "ir", tmp_path / "queries"))
     queries = store.open_features(tmp_path / "queries")
+    # Without --file_list the captions file names the images: the same rows.
+    extract.main([a for a in _extract_args(built, "ir", tmp_path / "captioned") if not a.startswith("--file_list")])
+    assert store.open_features(tmp_path / "captioned").entries == queries.entries
     feats = extractor.image_features(variables, FileImages(root, lists["ir"]), "ir")
     captions = [built["captions"]["datasets/sysu/" + p]["description"] for p in lists["ir"]]
     assert [e.caption for e in queries.entries] == captions
@@ -137,9 +140,12 @@ def test_bad_input_is_one_line(built, tmp_path):
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"cam3/0002/0001.jpg": "x", "cam9/0001/0001.jpg": "y"}))
-    message = _error(extract.main, [a for a in _extract_args(built, "ir", tmp_path / "q")
-                                    if not a.startswith("--captions")] + [f"--captions={bad}"])
-    assert str(bad) in message and "without a caption" in message and "cam9/0001/0001.jpg" in message
+    ir_args = [a for a in _extract_args(built, "ir", tmp_path / "q") if not a.startswith("--captions")]
+    message = _error(extract.main, [*ir_args, f"--captions={bad}"])  # the file list's other images lack one
+    assert str(bad) in message and "no caption for 11 of the 12 images" in message and "cam3/0002/0002.jpg" in message
+    # Without a file list the keys are the images, and one names no file.
+    message = _error(extract.main, [a for a in ir_args if not a.startswith("--file_list")] + [f"--captions={bad}"])
+    assert str(bad) in message and "name no image file" in message and "cam9/0001/0001.jpg" in message
 
     folder = tmp_path / "images"
     folder.mkdir()

@@ -6,8 +6,9 @@ variables/, e.g. a run's models/last) and writes a features directory
 `python -m tvilfm_jax.search` reads:
 
   rgb  the gallery embeddings of every query modality ("current", "ir": `TVILFM.gallery_heads`)
-  ir   pre-neck IR features, and with --captions (a JSON {path: caption}) the captions'
-       features, the IR image's own caption that Fusion subtracts
+  ir   pre-neck IR features, and with --captions (a JSON {path: caption}; without --file_list
+       the images it names) the captions' features: the IR image's own caption that Fusion
+       subtracts
 
 Numbers are the evaluator's for the same images: the same image reading (PIL, Lanczos to
 288x144, then to --image_size), `FeatureExtractor` (jitted batches) and heads, in --dtype.
@@ -50,8 +51,9 @@ def parse_args(argv: Sequence[str]) -> flags.FlagValues:
     flags.DEFINE_string("output", None, "features directory to write (or to resume)", flag_values=fv, required=True)
     flags.DEFINE_string("file_list", None, "text file of image paths relative to --images, one a line "
                         "(default: every image under --images, sorted)", flag_values=fv)
-    flags.DEFINE_string("captions", None, 'JSON {path: caption} or {path: {"description": caption}} keyed by '
-                        "exactly the image paths (IR: the images' own captions, for Fusion)", flag_values=fv)
+    flags.DEFINE_string("captions", None, 'JSON {path: caption} or {path: {"description": caption}}, one for '
+                        "every image (IR: the images' own captions, for Fusion); without --file_list the images "
+                        "are the ones it names", flag_values=fv)
     flags.DEFINE_string("layout", None, "read pid / cam from the paths as this dataset layout stores them "
                         "(sysu, regdb, llcm)", flag_values=fv)
     flags.DEFINE_string("pid_regex", None, "read pid (and cam) from the paths with this regex's named groups "

@@ -3,13 +3,14 @@
     entries = list_entries("/data/SYSU-MM01", file_list=None, pattern=path_pattern("sysu", None),
                            captions_file="ir_captions.json")
 
-Paths are relative to the root, '/'-separated, sorted (a folder is walked recursively for every
-file PIL can open; a file list keeps its own order). pid / cam come from a regular expression
+Paths are relative to the root, '/'-separated: the lines of a file list in its order, else the
+images a captions file names, else every file under the root that PIL can open, sorted. pid / cam come from a regular expression
 with the named groups `pid` and optionally `cam`, searched in the relative path: one of
 `LAYOUT_PATTERNS` (the on-disk layouts of `tvilfm_jax.data.layouts`) or the user's own; a path
 it does not match has pid / cam None. Captions come from a JSON object {path: caption} or
-{path: {"description": caption}} (the `Text/caption_dict_*.json` form) whose keys are exactly
-the image paths (each may carry a prefix, such as the released files' "datasets/sysu/").
+{path: {"description": caption}} (the `Text/caption_dict_*.json` form) keyed by the image
+paths (each may carry a prefix, such as the released files' "datasets/sysu/"); every image
+needs one, keys of other images are ignored.
 """
 
 from __future__ import annotations
@@ -95,13 +96,17 @@ def _clean(path: str) -> str:
     return path
 
 
+def _require_folder(root: Path) -> None:
+    if not root.is_dir():
+        raise ValueError(f"image folder {root} does not exist (expected a directory of images)")
+
+
 def list_paths(root: str | os.PathLike, file_list: str | os.PathLike | None = None) -> list[str]:
     """Relative paths of the images to embed: the lines of `file_list` (relative to `root`, in
     order), else every file under `root` that PIL can open, sorted. Missing inputs and an empty
     set are ValueErrors naming the file."""
     root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"image folder {root} does not exist (expected a directory of images)")
+    _require_folder(root)
     if file_list is not None:
         try:
             lines = Path(file_list).read_text().splitlines()
@@ -125,20 +130,19 @@ def list_paths(root: str | os.PathLike, file_list: str | os.PathLike | None = No
     return paths
 
 
-def _match_key(key: str, paths: set[str]) -> str | None:
-    """The image path `key` names: itself, or its shortest suffix of whole components that is
-    one ("datasets/sysu/cam3/0002/0001.jpg" -> "cam3/0002/0001.jpg", as the released Text/ keys)."""
+def _match_key(key: str, is_path) -> str | None:
+    """The image path `key` names: itself, or its longest suffix of whole components for which
+    `is_path` holds ("datasets/sysu/cam3/0002/0001.jpg" -> "cam3/0002/0001.jpg", as the released
+    Text/ keys)."""
     parts = key.split("/")
     for i in range(len(parts)):
-        if "/".join(parts[i:]) in paths:
+        if is_path("/".join(parts[i:])):
             return "/".join(parts[i:])
     return None
 
 
-def read_captions(captions_file: str | os.PathLike, paths: Sequence[str]) -> list[str]:
-    """The caption of each path from a JSON object keyed by exactly `paths` (a key may carry a
-    prefix before the path, as the released Text/ files do); a ValueError naming the file and
-    the first keys that do not match otherwise."""
+def read_captions(captions_file: str | os.PathLike) -> dict[str, str]:
+    """{key: caption} of a JSON object {key: caption} or {key: {"description": caption}}."""
     try:
         with open(captions_file) as f:
             data = json.load(f)
@@ -146,33 +150,55 @@ def read_captions(captions_file: str | os.PathLike, paths: Sequence[str]) -> lis
         raise ValueError(f"cannot read captions file {captions_file}: {err.strerror or err}") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"captions file {captions_file} is not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"captions file {captions_file}: expected a JSON object {{image path: caption}}, "
-                         f"got {type(data).__name__}")
-    wanted = set(paths)
-    captions, extra = {}, []
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"captions file {captions_file}: expected a non-empty JSON object {{image path: caption}}")
+    captions = {}
     for key, value in data.items():
         text = value.get("description") if isinstance(value, dict) else value
         if not isinstance(text, str):
             raise ValueError(f"captions file {captions_file}: key {key!r} must map to a caption string or "
                              f'{{"description": caption}}, got {value!r}')
-        path = _match_key(_clean(key), wanted)
-        if path is None:
-            extra.append(key)
-        else:
-            captions[path] = text
-    missing = [p for p in paths if p not in captions]
-    if missing or extra:
-        parts = ([f"{len(missing)} image(s) without a caption, e.g. {missing[:3]}"] if missing else []) + \
-                ([f"{len(extra)} key(s) that are not images to embed, e.g. {extra[:3]}"] if extra else [])
-        raise ValueError(f"captions file {captions_file}: keys must be exactly the image paths relative to the "
-                         f"image folder; {'; '.join(parts)}")
-    return [captions[p] for p in paths]
+        captions[_clean(key)] = text
+    return captions
+
+
+def captioned_paths(root: Path, captions_file: str | os.PathLike, captions: dict[str, str]) -> list[str]:
+    """The image files under `root` that the caption keys name, sorted; a key naming none is a
+    ValueError naming it."""
+    paths = [_match_key(key, lambda p: (root / p).is_file()) for key in captions]
+    missing = [key for key, path in zip(captions, paths) if path is None]
+    if missing:
+        raise ValueError(f"captions file {captions_file}: {len(missing)} key(s) name no image file under {root}, "
+                         f"e.g. {missing[:3]}; expected paths relative to the image folder (after any prefix)")
+    return sorted(set(paths))
+
+
+def align_captions(captions_file: str | os.PathLike, captions: dict[str, str], paths: Sequence[str]) -> list[str]:
+    """The caption of each path (a key may carry a prefix before the path, as the released Text/
+    files do; keys of other images are ignored); a ValueError naming the file and the first
+    images without one."""
+    wanted = set(paths)
+    by_path = {}
+    for key, text in captions.items():
+        path = _match_key(key, wanted.__contains__)
+        if path is not None:
+            by_path[path] = text
+    missing = [p for p in paths if p not in by_path]
+    if missing:
+        raise ValueError(f"captions file {captions_file}: no caption for {len(missing)} of the {len(paths)} images, "
+                         f"e.g. {missing[:3]}; expected keys that are the image paths relative to the image folder")
+    return [by_path[p] for p in paths]
 
 
 def list_entries(root: str | os.PathLike, *, file_list: str | os.PathLike | None = None,
                  pattern: re.Pattern | None = None, captions_file: str | os.PathLike | None = None) -> list[Entry]:
-    """Every image to embed, with pid / cam (from `pattern`) and caption (from `captions_file`)."""
-    paths = list_paths(root, file_list)
-    captions = read_captions(captions_file, paths) if captions_file is not None else [None] * len(paths)
-    return [Entry(p, *parse_ids(p, pattern), c) for p, c in zip(paths, captions)]
+    """Every image to embed, with pid / cam (from `pattern`) and caption (from `captions_file`).
+    With captions but no file list, the images are the ones the caption keys name."""
+    captions = None if captions_file is None else read_captions(captions_file)
+    if captions is not None and file_list is None:
+        _require_folder(Path(root))
+        paths = captioned_paths(Path(root), captions_file, captions)
+    else:
+        paths = list_paths(root, file_list)
+    texts = [None] * len(paths) if captions is None else align_captions(captions_file, captions, paths)
+    return [Entry(p, *parse_ids(p, pattern), c) for p, c in zip(paths, texts)]
