@@ -112,8 +112,8 @@ def stored_query(args: flags.FlagValues, gallery) -> tuple[str, int | None, dict
     if queries.meta["modality"] != "ir":
         raise ValueError(f"{meta}: --queries must hold IR features (extract --modality ir), it holds "
                          f"{queries.meta['modality']}")
-    for key in ("model", "settings"):
-        if queries.meta[key] != gallery.meta[key]:
+    for key, value in (("model", lambda m: m["model"]["fingerprint"]), ("settings", lambda m: m["settings"])):
+        if value(queries.meta) != value(gallery.meta):
             raise ValueError(f"{meta}: the queries were extracted with another {key} than the gallery "
                              f"{args.gallery}; extract both with the same model and settings")
     rows = [i for i, e in enumerate(queries.entries) if e.path == args.query_path.replace("\\", "/")]

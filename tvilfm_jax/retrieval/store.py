@@ -13,7 +13,8 @@ A features directory:
     shards/<start>.npz   while incomplete: rows [start, start + shard_size) of every kind
 
 `model.fingerprint` is a SHA-256 of model.json and every variable, so features of another model
-(or another checkpoint of the same config) are told apart. An extract writes index.jsonl and
+(or another checkpoint of the same config) are told apart, and a copy of the model elsewhere is
+the same model. An extract writes index.jsonl and
 meta.json first, then one shard at a time (each written to a temporary name and renamed, so a
 killed run leaves whole shards only); a rerun with the same inputs, model and settings writes
 the missing shards, then joins them into the .npy files and marks meta.json complete. A rerun
@@ -105,16 +106,16 @@ def prepare(directory: str | os.PathLike, meta: Mapping[str, Any], entries: Sequ
     directory = os.fspath(directory)
     meta = json.loads(json.dumps(dict(meta)))  # as it reads back (lists, not tuples)
     if os.path.isfile(os.path.join(directory, META_FILE)):
-        stored = _read_meta(directory)
-        differs = [k for k in _IDENTITY if stored.get(k) != meta.get(k)]
+        stored, now = _identity(_read_meta(directory)), _identity(meta)
+        differs = [k for k in _IDENTITY if stored[k] != now[k]]
         if differs:
-            shown = "; ".join(f"{k}: stored {_brief(stored.get(k))}, now {_brief(meta.get(k))}" for k in differs)
+            shown = "; ".join(f"{k}: stored {_brief(stored[k])}, now {_brief(now[k])}" for k in differs)
             raise ValueError(f"{os.path.join(directory, META_FILE)} holds another extract ({shown}); "
                              "use another --output or delete it")
         if [_entry_line(e) for e in _read_index(directory)] != [_entry_line(e) for e in entries]:
             raise ValueError(f"{os.path.join(directory, INDEX_FILE)} lists other images, pids or captions than "
                              "this extract; use another --output or delete it")
-        return bool(stored.get("complete"))
+        return bool(_read_meta(directory).get("complete"))
     if os.path.exists(directory) and (not os.path.isdir(directory) or os.listdir(directory)):
         raise ValueError(f"--output {directory} exists and is not a features directory (no {META_FILE}); "
                          "expected a new or empty folder")
@@ -123,6 +124,13 @@ def prepare(directory: str | os.PathLike, meta: Mapping[str, Any], entries: Sequ
     _write_atomic(os.path.join(directory, INDEX_FILE), lambda f: f.write(lines.encode()))
     _write_json(os.path.join(directory, META_FILE), {**meta, "complete": False})
     return False
+
+
+def _identity(meta: Mapping[str, Any]) -> dict:
+    """What two extracts must share to be one: the model by its fingerprint (not its path)."""
+    out = {k: meta.get(k) for k in _IDENTITY}
+    out["model"] = (meta.get("model") or {}).get("fingerprint")
+    return out
 
 
 def _brief(value: Any) -> str:
