@@ -233,3 +233,21 @@ def test_faiss_index_recall_against_exact_search():
     scores, rows = index.faiss_top_k(built_index, queries, 10, index.num_lists(6000), gallery=gallery)
     np.testing.assert_array_equal(rows, exact_rows)
     np.testing.assert_allclose(scores, exact_scores, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout, regex, path, expected", [
+    ("sysu", None, "cam3/0012/0004.jpg", (12, 3)),
+    ("sysu", None, "/data/SYSU-MM01/cam1/0333/0001.jpg", (333, 1)),
+    ("llcm", None, "test_nir/cam7/0042/0042_c07_s1_f2_nir.jpg", (42, 7)),
+    ("llcm", None, "vis/0042/0042_c02_s200726_f5220_vis.jpg", (42, 2)),
+    ("regdb", None, "Visible/193/female_back_v_06_193.bmp", (193, 2)),
+    ("regdb", None, "Thermal/193/female_back_t_06_193.bmp", (193, 1)),
+    ("sysu", None, "elsewhere/a.jpg", (None, None)),
+    (None, r"(?P<pid>\d+)_c(?P<cam>\d)", "street/0007_c3.png", (7, 3)),
+    (None, r"^(?P<pid>\d+)/", "0007/x.png", (7, None)),
+    (None, None, "0007/x.png", (None, None)),
+])
+def test_pid_and_cam_from_paths(layout, regex, path, expected):
+    from tvilfm_jax.retrieval.inputs import parse_ids, path_pattern
+
+    assert parse_ids(path, path_pattern(layout, regex)) == expected
