@@ -142,7 +142,7 @@ def main(argv: Sequence[str]) -> str:
             images = FileImages(args.images, [e.path for e in entries[start:stop]])
             arrays = embedding.embed_images(extractor, variables, images, args.modality, args.flip, captions)
         except ImageReadError as err:  # names the file; the shards written so far stay
-            cli.fail(f"{err} (fix or drop it, e.g. with --file_list, and rerun to resume)")
+            cli.fail(f"{err} (replace it and rerun to resume, or leave it out with --file_list into a new --output)")
         store.write_shard(args.output, start, arrays)
         bar.update(stop - start)
     bar.close()
