@@ -251,3 +251,18 @@ def test_pid_and_cam_from_paths(layout, regex, path, expected):
     from tvilfm_jax.retrieval.inputs import parse_ids, path_pattern
 
     assert parse_ids(path, path_pattern(layout, regex)) == expected
+
+
+def test_index_benchmark_runs_at_tiny_sizes(tmp_path, monkeypatch):
+    from benchmarks import search_index
+
+    out = tmp_path / "bench.json"
+    monkeypatch.setattr(sys, "argv", ["search_index", "--sizes=2000,4000", "--dim=32", "--clusters=20",
+                                      "--queries=20", "--nprobe=2", f"--json={out}"])
+    search_index.main()
+    report = json.loads(out.read_text())
+    assert [s["n"] for s in report["sizes"]] == [2000, 4000] and report["dim"] == 32
+    for size in report["sizes"]:
+        rows = {(r["nprobe"], r["refine"]): r for r in size["results"]}
+        assert set(rows) == {(2, None), (2, 4), (size["lists"], None), (size["lists"], 4)}
+        assert rows[size["lists"], 4]["recall@10"] == 1.0  # every list, re-ranked: the exact top 10
