@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tvilfm_jax.viz import MATCH_RGB, NON_MATCH_RGB, plot_cmc, ranking_grid
+from tvilfm_jax.viz import MATCH_RGB, NON_MATCH_RGB, UNKNOWN_RGB, plot_cmc, ranking_grid
 
 
 def _png(path):
@@ -59,6 +59,10 @@ def test_ranking_grid_single_query_borders(tmp_path):
     # Without matches there is no green at all.
     out = ranking_grid(query, "x", gallery, np.zeros(12, bool), tmp_path / "none.png")
     assert not _has_colour(_png(out), MATCH_RGB, 1)
+    # Identities unknown (a search without the query's pid): grey frames only.
+    img = _png(ranking_grid(query, "x", gallery, None, tmp_path / "unknown.png"))
+    assert _has_colour(img, UNKNOWN_RGB, 100)
+    assert not _has_colour(img, MATCH_RGB, 1) and not _has_colour(img, NON_MATCH_RGB, 1)
 
 
 def test_ranking_grid_batch_of_queries(tmp_path):

@@ -19,6 +19,8 @@ from matplotlib.ticker import MaxNLocator
 
 MATCH_RGB = (0, 170, 0)
 NON_MATCH_RGB = (220, 0, 0)
+# Frames of gallery images whose identity is unknown (a search without the query's pid).
+UNKNOWN_RGB = (150, 150, 150)
 
 
 def plot_cmc(
@@ -100,20 +102,22 @@ def ranking_grid(
     text_width: int = 110,
 ) -> str:
     """Writes a retrieval grid: per query row, the query image and its text, then the top-k
-    gallery images framed green (true match) or red (non-match).
+    gallery images framed green (true match) or red (non-match); grey where
+    `gallery_match_flags` is None (identities unknown).
 
     Accepts one query or a batch of N queries:
       query_image [H, W, 3] / [H, W] or [N, H, W, 3] / [N, H, W] (uint8, or floats in [0, 1]);
       query_text str or N strings;
       gallery_images [K, h, w, 3] or [N, K, h, w, 3], ranked best first (K >= top_k is cut);
-      gallery_match_flags bool [K] or [N, K];
+      gallery_match_flags bool [K] or [N, K], or None;
       gallery_scores optional [K] or [N, K], printed above each gallery image.
     Returns:
       the path written, as a string.
     """
     q_imgs = _as_uint8(query_image, "query_image")
     g_imgs = _as_uint8(gallery_images, "gallery_images")
-    flags = np.asarray(gallery_match_flags).astype(bool)
+    known = gallery_match_flags is not None
+    flags = np.asarray(gallery_match_flags if known else np.zeros(g_imgs.shape[:-3], bool)).astype(bool)
     single = isinstance(query_text, str)
     if single:
         q_imgs, g_imgs, flags, texts = q_imgs[None], g_imgs[None], flags[None], [query_text]
@@ -167,7 +171,7 @@ def ranking_grid(
         ax.set_title(query_titles[i] if query_titles else "query", fontsize=8)
         for j in range(k):
             ax = fig.add_subplot(grid[2 * i, 1 + j])
-            colour = MATCH_RGB if flags[i, j] else NON_MATCH_RGB
+            colour = (MATCH_RGB if flags[i, j] else NON_MATCH_RGB) if known else UNKNOWN_RGB
             _show(ax, _frame(g_imgs[i, j], colour, border))
             label = f"{j + 1}" if scores is None else f"{j + 1}: {float(scores[i, j]):.3f}"
             ax.set_title(label, fontsize=7)
