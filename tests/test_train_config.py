@@ -254,3 +254,20 @@ def test_each_stage_draws_its_own_input_stream():
 
     seeds = {data_seed(s, stage) for s in range(50) for stage in ("base", "tvilfm")}
     assert len(seeds) == 100
+
+
+def test_an_option_added_since_a_run_was_written_changes_nothing_at_its_default():
+    """A config.json written before eval.rerank existed resumes and is reused under today's
+    config (the option's default is the old behaviour); any other difference still counts."""
+    now = json.loads(load("synthetic.py").to_json())
+    stored = json.loads(json.dumps(now))
+    for key in ("rerank", "rerank_k1", "ranking_worst"):
+        del stored["eval"][key]
+    assert train_config.config_changes(stored, now) == []
+    assert train_config.config_diff(stored, now) == ["eval.ranking_worst", "eval.rerank", "eval.rerank_k1"]
+    now["eval"]["rerank"] = True
+    now["optim"]["lr_visual"] = 1.0
+    assert train_config.config_changes(stored, now) == ["eval.rerank", "optim.lr_visual"]
+    del now["eval"]["rerank"], now["optim"]["lr_visual"], stored["optim"]["lr_visual"]
+    del now["eval"]["max_rank"]  # an option of the stored run that is gone: a change
+    assert train_config.config_changes(stored, now) == ["eval.max_rank"]

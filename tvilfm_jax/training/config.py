@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import json
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -216,6 +217,30 @@ class ExperimentSettings:
         except ValueError as err:  # EvalSettings' checks name "eval.<key>"
             raise ConfigError(f"config.{err}") from None
         return cls(stage=config["stage"], recipe=config["recipe"], seed=config["seed"], eval=evaluation, **sections)
+
+
+def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Sorted dotted keys (e.g. "optim.lr_visual") where two JSON-decoded configs differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return sorted(d for k in set(a) | set(b) for d in config_diff(a.get(k), b.get(k), f"{prefix}{k}."))
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def config_changes(stored: dict, now: dict) -> list[str]:
+    """`config_diff(stored, now)` less the section keys `stored` lacks that hold their default in
+    `now`: an option added to a section after a run was written changes nothing at its default
+    (new options default to the behaviour before them), so such a run still resumes and is reused."""
+    return [k for k in config_diff(stored, now) if not _added_at_default(stored, now, k)]
+
+
+def _added_at_default(stored: dict, now: dict, key: str) -> bool:
+    section, _, name = key.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(ExperimentSettings)}
+    if section not in fields or "." in name or not isinstance(stored.get(section), dict) or name in stored[section]:
+        return False
+    default = getattr(fields[section].default_factory(), name, dataclasses.MISSING)
+    # JSON holds tuples as lists: compare the default as the stored config would hold it.
+    return default is not dataclasses.MISSING and json.loads(json.dumps(default)) == now[section][name]
 
 
 def validate(config: Any) -> ExperimentSettings:

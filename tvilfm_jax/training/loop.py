@@ -45,7 +45,7 @@ from tvilfm_jax.data.pipeline import TrainBatches, make_iterator
 from tvilfm_jax.models.tvilfm import TVILFM, ModelConfig, init_variables
 from tvilfm_jax.training import checkpointing, initialization, inputs
 from tvilfm_jax.training import mesh as mesh_lib
-from tvilfm_jax.training.config import model_config, validate
+from tvilfm_jax.training.config import config_changes, model_config, validate
 from tvilfm_jax.training.logging import Averages, MetricsLog, Progress, say
 from tvilfm_jax.training.state import TrainState, create_state
 from tvilfm_jax.training.step import MAIN_GROUP, make_train_step
@@ -171,7 +171,7 @@ def _config_change(exp: Experiment, workdir: str, allow: bool) -> dict | None:
     with open(path) as f:
         before = json.load(f)
     now = json.loads(exp.config.to_json())
-    changed = config_diff(before, now)
+    changed = config_changes(before, now)
     if not changed:
         return None
     shown = ", ".join(f"{k}: {_dotted(before, k)!r} -> {_dotted(now, k)!r}" for k in changed)
@@ -207,13 +207,6 @@ def _write_config(exp: Experiment, workdir: str, change: dict | None) -> None:
         with open(tmp, "w") as f:
             f.write(content + "\n")
         os.replace(tmp, os.path.join(workdir, name))
-
-
-def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Sorted dotted keys (e.g. "optim.lr_visual") where two JSON-decoded configs differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return sorted(d for k in set(a) | set(b) for d in config_diff(a.get(k), b.get(k), f"{prefix}{k}."))
-    return [] if a == b else [prefix.rstrip(".")]
 
 
 def _input_layout(exp: Experiment) -> dict:

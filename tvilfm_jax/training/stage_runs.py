@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tvilfm_jax import artifacts, run_layout
 from tvilfm_jax.training import loop
+from tvilfm_jax.training.config import config_changes
 
 
 def is_finished(config, workdir: Path) -> bool:
@@ -31,7 +32,7 @@ def is_finished(config, workdir: Path) -> bool:
                   "resuming the run to write it again")
         return False
     stored = json.loads((workdir / run_layout.CONFIG_FILE).read_text())
-    changed = loop.config_diff(stored, json.loads(config.to_json()))
+    changed = config_changes(stored, json.loads(config.to_json()))
     if changed:
         raise loop.WorkdirError(f"{workdir} holds a finished run of another config (differs in {', '.join(changed)}); "
                                 "delete it to retrain, or pick another workdir")
