@@ -33,7 +33,6 @@ import re
 import sys
 from collections.abc import Sequence
 
-import numpy as np
 from absl import flags
 
 from tvilfm_jax import cli
@@ -102,98 +101,45 @@ def query_pid(args: flags.FlagValues, meta) -> int | None:
     return parse_ids(args.query_image.replace("\\", "/"), re.compile(meta["pid_pattern"]))[0]
 
 
-def stored_query(args: flags.FlagValues, gallery) -> tuple[str, int | None, dict, str | None]:
-    """(image file, pid, {kind: [1, D]} features, caption) of --query_path in --queries, checked
-    to come from the gallery's model and settings."""
-    from tvilfm_jax.retrieval import store
-
-    queries = store.open_features(args.queries)
-    meta = os.path.join(args.queries, store.META_FILE)
-    if queries.meta["modality"] != "ir":
-        raise ValueError(f"{meta}: --queries must hold IR features (extract --modality ir), it holds "
-                         f"{queries.meta['modality']}")
-    for key, value in (("model", lambda m: m["model"]["fingerprint"]), ("settings", lambda m: m["settings"])):
-        if value(queries.meta) != value(gallery.meta):
-            raise ValueError(f"{meta}: the queries were extracted with another {key} than the gallery "
-                             f"{args.gallery}; extract both with the same model and settings")
-    rows = [i for i, e in enumerate(queries.entries) if e.path == args.query_path.replace("\\", "/")]
-    if not rows:
-        raise ValueError(f"{os.path.join(args.queries, store.INDEX_FILE)} has no image {args.query_path!r} "
-                         "(expected a path as listed there)")
-    row = rows[0]
-    arrays = {k: np.asarray(queries.array(k)[row:row + 1]) for k in queries.meta["kinds"]}
-    entry = queries.entries[row]
-    pid = args.query_pid if args.query_pid is not None else entry.pid
-    return queries.image_path(row), pid, arrays, entry.caption
-
-
 def main(argv: Sequence[str]) -> dict:
     """Searches as `argv` (the arguments after the program name) asks; returns {modality: Ranking}."""
     args = parse_args(argv)
     wanted = modalities(args)
-    import jax
-
     from tvilfm_jax.data.images import ImageReadError, load_image
-    from tvilfm_jax.eval.features import FeatureExtractor
-    from tvilfm_jax.eval.runner import load_model, require_trained_text, with_dtype
-    from tvilfm_jax.eval.settings import EvalSettings
-    from tvilfm_jax.models.tvilfm import TVILFM
-    from tvilfm_jax.retrieval import embedding, index, ranking, store
+    from tvilfm_jax.retrieval import ranking
+    from tvilfm_jax.retrieval.searcher import Searcher, query_row, stored_features
 
     try:
-        gallery = store.open_features(args.gallery)
-        if gallery.meta["modality"] != "rgb":
-            raise ValueError(f"{args.gallery} holds {gallery.meta['modality']} features; the gallery must be "
-                             "RGB (extract --modality rgb)")
-        expected = gallery.meta["model"]
-        config, variables, model_path = load_model(args.model or expected["path"])
-        if store.model_fingerprint(config, variables) != expected["fingerprint"]:
-            raise ValueError(f"{os.path.join(args.gallery, store.META_FILE)}: the gallery holds features of model "
-                             f"{expected['path']} (fingerprint {expected['fingerprint'][:12]}), --model {model_path} "
-                             "is another model; extract the gallery with the model you search with")
-        require_trained_text(config, EvalSettings(modalities=wanted), model_path)
-        stored = None if args.queries is None else stored_query(args, gallery)
-        path = args.query_image if stored is None else stored[0]
+        searcher = Searcher(args.gallery, args.model)
+        gallery = searcher.gallery
+        searcher.require_text(wanted)
+        queries = None if args.queries is None else searcher.open_queries(args.queries)
+        row = None if queries is None else query_row(queries, args.query_path)
+        path = args.query_image if queries is None else queries.image_path(row)
         image = None if path is None else load_image(path)
-        pid = query_pid(args, gallery.meta) if stored is None else stored[1]
     except (OSError, ValueError, ImageReadError) as err:
         cli.fail(err)
 
-    settings = gallery.meta["settings"]
-    extractor = FeatureExtractor(with_dtype(TVILFM(config), settings["dtype"]), 1, tuple(settings["image_size"]),
-                                 progress=False)
-    variables = jax.device_put(variables)
-    t_text = None if args.text is None else extractor.text_features(variables, [args.text])
-    t_ir = None if args.ir_caption is None else extractor.text_features(variables, [args.ir_caption])
-    if stored is not None:
-        feats = embedding.stored_image_features(stored[2])
-        t_ir = t_ir if t_ir is not None else stored[2].get("caption_feat")
-        ir_caption = args.ir_caption or stored[3]
+    caption_feat = None
+    if queries is not None:
+        feats, caption_feat = stored_features(queries, row)
+        entry = queries.entries[row]
+        pid = args.query_pid if args.query_pid is not None else entry.pid
+        ir_caption = args.ir_caption or entry.caption
     else:
-        feats = None if image is None else \
-            extractor.image_features(variables, [image], "ir", flip=settings["flip"]).with_tta(settings["flip"])
+        feats = None if image is None else searcher.image_features(image)
+        pid = query_pid(args, gallery.meta)
         ir_caption = args.ir_caption
     try:
-        vectors = embedding.query_vectors(extractor, variables, wanted, feats, t_text, t_ir)
+        rankings, notes = searcher.search(wanted, feats, args.text, args.ir_caption, args.top_k,
+                                          stored_caption_feat=caption_feat, index_kind=args.index, nprobe=args.nprobe)
     except ValueError as err:
         cli.fail(err)
 
-    rankings = {}
-    for m, q in vectors.items():
-        kind = embedding.GALLERY_KIND_OF[m]
-        array = gallery.array(kind)
-        if args.index == "exact":
-            scores, rows = index.exact_top_k(array, q, args.top_k)
-        else:
-            faiss_index = index.load_or_build_index(array, os.path.join(args.gallery, f"{kind}.faiss"))
-            scores, rows = index.faiss_top_k(faiss_index, q, args.top_k, args.nprobe, gallery=array)
-        rankings[m] = ranking.Ranking(m, rows[0], scores[0])
-
-    notes = []
-    if t_ir is None and any(m in ("fusion", "mer") for m in wanted):
-        notes.append("no --ir_caption: Fusion / MER use F = f_IR + T(text), with no IR caption subtracted")
     search = {"index": args.index, "top_k": args.top_k, "modalities": list(wanted), "notes": notes}
     if args.index == "faiss":
+        from tvilfm_jax.retrieval import index
+
         search |= {"nprobe": args.nprobe, "factory": index.factory_string(len(gallery.entries)),
                    "refine": index.REFINE}
     query = {"image": path, "text": args.text, "ir_caption": ir_caption, "pid": pid}
