@@ -11,7 +11,7 @@ PIP := $(PY) -m pip install --disable-pip-version-check -qq
 # without its declared deps, next to the `export` extra (pyproject.toml) that holds the ones it uses.
 JAX2ONNX := jax2onnx==0.17.1
 
-.PHONY: demo test bench install install-test install-export clean
+.PHONY: demo test bench install install-test install-export install-serve clean
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
@@ -26,8 +26,19 @@ $(VENV)/.installed-export: pyproject.toml $(VENV)/.installed
 	$(PIP) --no-deps '$(JAX2ONNX)'
 	touch $@
 
-# The tests include the ONNX export's (tests/test_export.py).
-$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-export
+# The search page (python -m tvilfm_jax.serve); the demo installs it so its output can be served.
+$(VENV)/.installed-serve: pyproject.toml $(VENV)/.installed
+	$(PIP) -e '.[serve]'
+	touch $@
+
+# The search page's browser test (tests/test_serve.py) drives Debian's chromium through
+# Playwright (whose own browser download is not used); CI runs as root.
+$(VENV)/.installed-browser: | $(PY)
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+	touch $@
+
+# The tests include the ONNX export's (tests/test_export.py) and the search page's.
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-export $(VENV)/.installed-serve $(VENV)/.installed-browser
 	$(PIP) -e '.[test]'
 	touch $@
 
@@ -39,8 +50,9 @@ $(TFDS_VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test $(TFDS_VENV)/.installed
 install-export: $(VENV)/.installed-export
+install-serve: $(VENV)/.installed-serve
 
-demo: install
+demo: install install-serve
 	$(PY) -m tvilfm_jax.demo
 
 test: install-test
