@@ -194,6 +194,19 @@ def test_the_page_searches_in_a_headless_browser(served, tmp_path):
                              for h in expected["results"]]
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
 
+            upload = built["root"] / built["lists"]["ir"][3]
+            by_upload = client.post("/search", files={"image": ("q.jpg", upload.read_bytes(), "image/jpeg")},
+                                    data={"modality": "ir", "k": 4}).json()
+            page.set_input_files("#image", str(upload))
+            assert page.input_value("#query-id") == "" and f"upload: {upload.name}" in page.text_content("#query-captions")
+            page.select_option("#modality", "ir")
+            page.fill("#k", "4")
+            page.click("#search")
+            page.wait_for_function("document.querySelectorAll('#results figure.unknown img').length === 4")
+            assert page.eval_on_selector_all("#results img", "is => is.map(i => i.getAttribute('src'))") == \
+                [h["thumbnail"] for h in by_upload["results"]]
+
+            page.select_option("#modality", "text")
             page.fill("#text", "  ")
             page.click("#search")
             page.wait_for_function("document.getElementById('error').textContent.includes('is empty')")
