@@ -34,7 +34,7 @@ $(VENV)/.installed-serve: pyproject.toml $(VENV)/.installed
 # The search page's browser test (tests/test_serve.py) drives Debian's chromium through
 # Playwright (whose own browser download is not used); CI runs as root.
 $(VENV)/.installed-browser: | $(PY)
-	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 	touch $@
 
 # The tests include the ONNX export's (tests/test_export.py) and the search page's.
