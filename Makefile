@@ -11,7 +11,7 @@ PIP := $(PY) -m pip install --disable-pip-version-check -qq
 # without its declared deps, next to the `export` extra (pyproject.toml) that holds the ones it uses.
 JAX2ONNX := jax2onnx==0.17.1
 
-.PHONY: demo test bench install install-test install-export install-serve clean
+.PHONY: demo serve-demo test bench install install-test install-export install-serve clean
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
@@ -54,6 +54,23 @@ install-serve: $(VENV)/.installed-serve
 
 demo: install install-serve
 	$(PY) -m tvilfm_jax.demo
+
+# The search page on the demo's output (after `make demo`): the test identities' RGB images as the
+# gallery, the captioned IR images as queries (README, "Use a trained model"), then the server on
+# http://127.0.0.1:8000/. Extracts that already finished are reused.
+DEMO_TREE := tfds_data/downloads/synthetic/sysu
+DEMO_MODEL := runs/demo/tvilfm/models/last
+DEMO_FEATURES := runs/demo/features
+serve-demo: install-serve
+	test -d $(DEMO_MODEL) || (echo "run make demo first: $(DEMO_MODEL) is missing" >&2; exit 1)
+	mkdir -p $(DEMO_FEATURES)
+	ids=$$(tr , '\n' < $(DEMO_TREE)/exp/test_id.txt | xargs printf '%04d|'); \
+	  (cd $(DEMO_TREE) && ls cam[1245]/*/*.jpg | grep -E "/($${ids%|})/") > $(DEMO_FEATURES)/gallery.txt
+	$(PY) -m tvilfm_jax.extract --model $(DEMO_MODEL) --images $(DEMO_TREE) --file_list $(DEMO_FEATURES)/gallery.txt \
+	  --modality rgb --layout sysu --output $(DEMO_FEATURES)/gallery
+	$(PY) -m tvilfm_jax.extract --model $(DEMO_MODEL) --images $(DEMO_TREE) --modality ir --layout sysu \
+	  --captions $(DEMO_TREE)/Text/Blip_IR/caption_dict_Blip_IR.json --output $(DEMO_FEATURES)/queries
+	$(PY) -m tvilfm_jax.serve --gallery $(DEMO_FEATURES)/gallery --queries $(DEMO_FEATURES)/queries
 
 test: install-test
 	TVILFM_TFDS_CLI=$(TFDS_VENV)/bin/tfds JAX_PLATFORMS=cpu $(PY) -m pytest -q
